@@ -1,0 +1,186 @@
+"""config.json → ModelSpec: which architecture, which task, which labels, which dimensions.
+
+The spec is everything the exporter and the task code need to know about a model, read once and
+validated here so later stages can trust it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from app.core.errors import InvalidModelError, UnsupportedModelError
+
+Task = Literal["text-classification", "question-answering", "token-classification", "feature-extraction"]
+Family = Literal["bert", "distilbert", "roberta", "electra"]
+
+# model_type in config.json → the encoder family whose graph we build.
+FAMILIES: dict[str, Family] = {
+    "bert": "bert",
+    "distilbert": "distilbert",
+    "roberta": "roberta",
+    "xlm-roberta": "roberta",
+    "camembert": "roberta",
+    "electra": "electra",
+}
+# Class-name suffix in config.json "architectures" → task.
+HEADS: dict[str, Task] = {
+    "ForSequenceClassification": "text-classification",
+    "ForQuestionAnswering": "question-answering",
+    "ForTokenClassification": "token-classification",
+    "Model": "feature-extraction",
+    # Pre-training checkpoints carry the full encoder; we export it without its pre-training head.
+    "ForMaskedLM": "feature-extraction",
+    "ForPreTraining": "feature-extraction",
+}
+SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu")
+
+
+def supported_architectures() -> list[str]:
+    prefixes = {"bert": "Bert", "distilbert": "DistilBert", "roberta": "Roberta", "xlm-roberta": "XLMRoberta",
+                "camembert": "Camembert", "electra": "Electra"}
+    return [prefixes[t] + h for t in FAMILIES for h in HEADS if h not in ("ForMaskedLM", "ForPreTraining")]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    model_type: str  # as config.json says: "bert", "xlm-roberta", ...
+    family: Family
+    architecture: str  # e.g. "BertForSequenceClassification"
+    task: Task
+    labels: tuple[str, ...]  # id order; empty for feature extraction and QA
+    multi_label: bool  # sigmoid per label instead of softmax
+    vocab_size: int
+    hidden_size: int
+    embedding_size: int  # ELECTRA can embed smaller than hidden and project up
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+    type_vocab_size: int  # 0 when the model has no token types (DistilBERT)
+    layer_norm_eps: float
+    hidden_act: str
+    pad_token_id: int
+    head_activation: str  # activation inside the classification head ("tanh", "gelu", "relu", "none")
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """ONNX inputs, as Optimum names them; token types only where they carry information."""
+        if self.family == "distilbert" or self.family == "roberta":
+            return ("input_ids", "attention_mask")
+        return ("input_ids", "attention_mask", "token_type_ids")
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return {"text-classification": ("logits",), "token-classification": ("logits",),
+                "question-answering": ("start_logits", "end_logits"),
+                "feature-extraction": ("last_hidden_state",)}[self.task]
+
+    @property
+    def position_offset(self) -> int:
+        """RoBERTa-family positions start after padding_idx and skip pads."""
+        return self.pad_token_id + 1 if self.family == "roberta" else 0
+
+    @property
+    def max_sequence_length(self) -> int:
+        return self.max_position_embeddings - self.position_offset
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"input_names": list(self.input_names), "output_names": list(self.output_names)}
+
+
+def _head_of(architecture: str) -> Task | None:
+    for suffix, task in sorted(HEADS.items(), key=lambda kv: -len(kv[0])):
+        if architecture.endswith(suffix):
+            return task
+    return None
+
+
+def load_config(folder: Path) -> dict:
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise InvalidModelError(f"{folder} has no config.json, so it is not a Hugging Face model folder. "
+                                "Pick the folder that holds config.json and the *.safetensors weights.")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InvalidModelError(f"{path} is not valid JSON ({e}). Re-download the model.") from e
+    if not isinstance(config, dict):
+        raise InvalidModelError(f"{path} must hold a JSON object. Re-download the model.")
+    return config
+
+
+def spec_from_config(config: dict, *, where: str = "config.json") -> ModelSpec:
+    model_type = config.get("model_type")
+    architectures = config.get("architectures") or []
+    architecture = architectures[0] if architectures else ""
+    supported = ", ".join(supported_architectures())
+    if model_type not in FAMILIES:
+        raise UnsupportedModelError(
+            f"{where}: model type {model_type!r} ({architecture or 'no architecture given'}) is not supported. "
+            f"Pocket NLP converts: {supported}.")
+    family = FAMILIES[model_type]
+    task = _head_of(architecture) if architecture else "feature-extraction"
+    if task is None:
+        raise UnsupportedModelError(
+            f"{where}: architecture {architecture!r} is not supported. Pocket NLP converts: {supported}.")
+
+    def need(*keys: str, default=None):
+        for key in keys:
+            if key in config:
+                return config[key]
+        if default is not None:
+            return default
+        raise InvalidModelError(f"{where} lacks {keys[0]!r}, which a {model_type} model needs. "
+                                "Re-download the model or fix its config.json.")
+
+    try:
+        if family == "distilbert":
+            hidden = int(need("dim", "hidden_size"))
+            dims = dict(hidden_size=hidden, embedding_size=hidden, num_layers=int(need("n_layers")),
+                        num_heads=int(need("n_heads")), intermediate_size=int(need("hidden_dim")),
+                        type_vocab_size=0, layer_norm_eps=1e-12, hidden_act=str(need("activation", default="gelu")))
+        else:
+            hidden = int(need("hidden_size"))
+            dims = dict(hidden_size=hidden, embedding_size=int(config.get("embedding_size") or hidden),
+                        num_layers=int(need("num_hidden_layers")), num_heads=int(need("num_attention_heads")),
+                        intermediate_size=int(need("intermediate_size")),
+                        type_vocab_size=int(config.get("type_vocab_size", 2)),
+                        layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)),
+                        hidden_act=str(config.get("hidden_act", "gelu")))
+        vocab_size = int(need("vocab_size"))
+        max_positions = int(need("max_position_embeddings", default=512))
+        pad_token_id = int(config.get("pad_token_id") if config.get("pad_token_id") is not None
+                           else (1 if family == "roberta" else 0))
+    except (TypeError, ValueError) as e:
+        raise InvalidModelError(f"{where} has a dimension that is not a number ({e}).") from e
+    if dims["hidden_act"] not in SUPPORTED_ACTIVATIONS:
+        raise UnsupportedModelError(f"{where}: activation {dims['hidden_act']!r} is not supported "
+                                    f"(supported: {', '.join(SUPPORTED_ACTIVATIONS)}).")
+    if dims["hidden_size"] % dims["num_heads"]:
+        raise InvalidModelError(f"{where}: hidden size {dims['hidden_size']} is not divisible by "
+                                f"{dims['num_heads']} attention heads.")
+
+    labels: tuple[str, ...] = ()
+    multi_label = False
+    if task in ("text-classification", "token-classification"):
+        id2label = config.get("id2label") or {}
+        num_labels = int(config.get("num_labels") or len(id2label) or 2)
+        try:
+            by_id = {int(k): str(v) for k, v in id2label.items()}
+        except (TypeError, ValueError) as e:
+            raise InvalidModelError(f"{where}: id2label keys must be integers ({e}).") from e
+        labels = tuple(by_id.get(i, f"LABEL_{i}") for i in range(max(num_labels, len(by_id))))
+        multi_label = config.get("problem_type") == "multi_label_classification"
+
+    head_activation = {"bert": "tanh", "roberta": "tanh", "electra": "gelu", "distilbert": "relu"}[family]
+    return ModelSpec(model_type=model_type, family=family, architecture=architecture or "base model", task=task,
+                     labels=labels, multi_label=multi_label, vocab_size=vocab_size,
+                     max_position_embeddings=max_positions, pad_token_id=pad_token_id,
+                     head_activation=head_activation, **dims)
+
+
+def load_spec(folder: Path) -> ModelSpec:
+    return spec_from_config(load_config(folder), where=str(Path(folder) / "config.json"))
