@@ -1,0 +1,289 @@
+"""The ONNX graph of a BERT-family encoder and its task head, built from checkpoint tensors.
+
+One builder serves BERT (MiniLM is BERT), DistilBERT, RoBERTa (XLM-R, CamemBERT) and ELECTRA: the
+families differ by small overrides (tensor names, position ids, token types, embedding projection,
+classification head), not by copies of the encoder. `fused=True` emits ONNX Runtime's contrib ops
+(Attention, SkipLayerNormalization, BiasGelu/FastGelu) directly, which is what the optimizer's pattern
+fusions would produce, without tracing or pattern matching.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from onnx import TensorProto
+
+from app.core.errors import InvalidModelError
+from app.core.export.checkpoint import Checkpoint
+from app.core.export.graph import Graph
+from app.core.spec import ModelSpec
+
+# Encoder tensor names per family, relative to the base-model prefix ("bert.", "distilbert.", ...).
+_BERT_LAYER = dict(layer="encoder.layer.{i}.", q="attention.self.query", k="attention.self.key",
+                   v="attention.self.value", o="attention.output.dense", ln1="attention.output.LayerNorm",
+                   ff1="intermediate.dense", ff2="output.dense", ln2="output.LayerNorm")
+_DISTILBERT_LAYER = dict(layer="transformer.layer.{i}.", q="attention.q_lin", k="attention.k_lin",
+                         v="attention.v_lin", o="attention.out_lin", ln1="sa_layer_norm", ff1="ffn.lin1",
+                         ff2="ffn.lin2", ln2="output_layer_norm")
+_PREFIXES = {"bert": "bert.", "distilbert": "distilbert.", "roberta": "roberta.", "electra": "electra."}
+_FLOAT_MIN = float(np.finfo(np.float32).min)
+BATCH, SEQ = "batch_size", "sequence_length"
+
+
+class EncoderBuilder:
+    def __init__(self, spec: ModelSpec, ckpt: Checkpoint, *, opset: int = 17, fused: bool = False):
+        self.spec, self.ckpt, self.fused = spec, ckpt, fused
+        self.g = Graph(spec.architecture, opset, contrib=fused)
+        self.problems: list[str] = []
+        self.names = _DISTILBERT_LAYER if spec.family == "distilbert" else _BERT_LAYER
+        candidates = [_PREFIXES[spec.family], ""]
+        found = [p for p in candidates if self._find(p + "embeddings.word_embeddings.weight")]
+        if not found:
+            raise InvalidModelError(
+                f"The weights have no '{candidates[0]}embeddings.word_embeddings.weight': they do not belong to a "
+                f"{spec.model_type} model as config.json says. Re-download the model or fix config.json.")
+        self.prefix = found[0]
+
+    # --- tensors -------------------------------------------------------------------------------
+    def _find(self, key: str) -> str | None:
+        """The checkpoint's name for `key`, allowing the old TF-style LayerNorm gamma/beta names."""
+        if key in self.ckpt:
+            return key
+        for new, old in ((".weight", ".gamma"), (".bias", ".beta")):
+            if key.endswith(new) and key[: -len(new)] + old in self.ckpt:
+                return key[: -len(new)] + old
+        return None
+
+    def tensor(self, key: str, shape: tuple[int, ...], *, transpose: bool = False, row: int | None = None) -> str:
+        """Register a checkpoint tensor as a lazy initializer, after checking it exists with `shape`."""
+        found = self._find(key)
+        if found is None:
+            self.problems.append(f"missing tensor {key} {list(shape)}")
+            return key
+        stored = self.ckpt.shape(found)
+        expect = shape[::-1] if transpose else shape
+        if row is not None:
+            ok = len(stored) == 2 and stored[0] > row and stored[1:] == tuple(shape)
+        else:
+            ok = stored == expect
+        if not ok:
+            self.problems.append(f"{found} has shape {list(stored)}, expected {list(expect)}")
+            return key
+        load = self.ckpt.load
+        if transpose:
+            fetch = lambda: load(found).T  # noqa: E731  (a MatMul takes [in, out]; Linear stores [out, in])
+        elif row is not None:
+            fetch = lambda: load(found)[row]  # noqa: E731
+        else:
+            fetch = lambda: load(found)  # noqa: E731
+        name = key + (".T" if transpose else "") + (f"[{row}]" if row is not None else "")
+        return self.g.weight(name, shape, fetch)
+
+    def combined(self, name: str, shape: tuple[int, ...], parts: list[str], build) -> str:
+        """A lazy initializer computed from several checkpoint tensors (packed QKV, folded embeddings)."""
+        keys = [self._find(p) for p in parts]
+        if any(k is None for k in keys):
+            self.problems.extend(f"missing tensor {p}" for p, k in zip(parts, keys) if k is None)
+            return name
+        load = self.ckpt.load
+        return self.g.weight(name, shape, lambda: build(*[load(k) for k in keys]))
+
+    # --- small blocks --------------------------------------------------------------------------
+    def linear(self, x: str, key: str, d_in: int, d_out: int, path: str) -> str:
+        #  x ─ MatMul(W[in,out]) ─ Add(b) ─►
+        w = self.tensor(key + ".weight", (d_in, d_out), transpose=True)
+        b = self.tensor(key + ".bias", (d_out,))
+        return self.g.node("Add", [self.g.node("MatMul", [x, w], path + "/MatMul"), b], path + "/Add")
+
+    def layer_norm(self, x: str, key: str, dim: int, path: str) -> str:
+        gamma, beta = self.tensor(key + ".weight", (dim,)), self.tensor(key + ".bias", (dim,))
+        return self.g.node("LayerNormalization", [x, gamma, beta], path, axis=-1, epsilon=self.spec.layer_norm_eps)
+
+    def activation(self, x: str, kind: str, path: str) -> str:
+        g = self.g
+        if kind == "relu":
+            return g.node("Relu", [x], path + "/Relu")
+        if kind == "tanh":
+            return g.node("Tanh", [x], path + "/Tanh")
+        if kind == "gelu":
+            #  x ─┬─ Div(√2) ─ Erf ─ Add(1) ─┐
+            #     └─ Mul(0.5) ───────────────┴─ Mul ─►   exact GELU, as torch.nn.functional.gelu
+            erf = g.node("Erf", [g.node("Div", [x, g.const(math.sqrt(2.0), np.float32)], path + "/Div")], path + "/Erf")
+            half = g.node("Mul", [x, g.const(0.5, np.float32)], path + "/Mul_half")
+            return g.node("Mul", [half, g.node("Add", [erf, g.const(1.0, np.float32)], path + "/Add_one")], path + "/Mul")
+        # gelu_new / gelu_pytorch_tanh / gelu_fast: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+        cube = g.node("Mul", [g.node("Mul", [x, x], path + "/Sq"), x], path + "/Cube")
+        inner = g.node("Add", [x, g.node("Mul", [cube, g.const(0.044715, np.float32)], path + "/MulC")], path + "/Inner")
+        tanh = g.node("Tanh", [g.node("Mul", [inner, g.const(math.sqrt(2 / math.pi), np.float32)], path + "/MulS")],
+                      path + "/Tanh")
+        half = g.node("Mul", [x, g.const(0.5, np.float32)], path + "/Mul_half")
+        return g.node("Mul", [half, g.node("Add", [tanh, g.const(1.0, np.float32)], path + "/Add_one")], path + "/Mul")
+
+    # --- embeddings ----------------------------------------------------------------------------
+    def embeddings(self, input_ids: str, token_type_ids: str | None) -> str:
+        #  input_ids ─ Gather(word) ─┐
+        #  positions ─ Gather(pos) ──┼─ Add ─ LayerNorm ─ [ELECTRA: project] ─►
+        #  token_type_ids ─ Gather ──┘   (RoBERTa: its single token-type row is folded into the positions)
+        s, g, p = self.spec, self.g, self.prefix + "embeddings."
+        e = s.embedding_size
+        word = g.node("Gather", [self.tensor(p + "word_embeddings.weight", (s.vocab_size, e)), input_ids],
+                      "/embeddings/word_embeddings/Gather")
+        if s.family == "roberta":
+            #  ids ─ Equal(pad) ─ Not ─ Cast ─ CumSum ─ Mul(mask) ─ Add(pad) ─► positions (pads keep pad)
+            not_pad = g.node("Cast", [g.node("Not", [g.node("Equal", [input_ids, g.const(s.pad_token_id)],
+                                                              "/embeddings/positions/Equal")], "/embeddings/positions/Not")],
+                             "/embeddings/positions/Cast", to=TensorProto.INT64)
+            cum = g.node("CumSum", [not_pad, g.const(1)], "/embeddings/positions/CumSum")
+            positions = g.node("Add", [g.node("Mul", [cum, not_pad], "/embeddings/positions/Mul"), g.const(s.pad_token_id)],
+                               "/embeddings/positions/Add")
+            table = self.combined(p + "position_embeddings.weight+token_type_embeddings.weight[0]",
+                                  (s.max_position_embeddings, e),
+                                  [p + "position_embeddings.weight", p + "token_type_embeddings.weight"],
+                                  lambda pos, tt: pos + tt[0])
+            self._check_shape(p + "position_embeddings.weight", (s.max_position_embeddings, e))
+        else:
+            #  Shape(ids)[1] ─ Range(0, S) ─► positions [S]
+            seq = g.node("Gather", [g.node("Shape", [input_ids], "/embeddings/positions/Shape"), g.const(1)],
+                         "/embeddings/positions/Gather", axis=0)
+            positions = g.node("Range", [g.const(0), seq, g.const(1)], "/embeddings/positions/Range")
+            table = self.tensor(p + "position_embeddings.weight", (s.max_position_embeddings, e))
+        x = g.node("Add", [word, g.node("Gather", [table, positions], "/embeddings/position_embeddings/Gather")],
+                   "/embeddings/Add_positions")
+        if token_type_ids is not None:
+            types = g.node("Gather", [self.tensor(p + "token_type_embeddings.weight", (s.type_vocab_size, e)),
+                                      token_type_ids], "/embeddings/token_type_embeddings/Gather")
+            x = g.node("Add", [x, types], "/embeddings/Add_token_types")
+        x = self.layer_norm(x, p + "LayerNorm", e, "/embeddings/LayerNorm")
+        if s.family == "electra" and e != s.hidden_size:
+            x = self.linear(x, self.prefix + "embeddings_project", e, s.hidden_size, "/embeddings_project")
+        return x
+
+    def _check_shape(self, key: str, shape: tuple[int, ...]) -> None:
+        found = self._find(key)
+        if found is not None and self.ckpt.shape(found) != shape:
+            self.problems.append(f"{found} has shape {list(self.ckpt.shape(found))}, expected {list(shape)}")
+
+    # --- encoder layers ------------------------------------------------------------------------
+    def attention_mask_bias(self, attention_mask: str) -> str:
+        #  mask ─ Cast ─ Sub(1, ·) ─ Mul(float32 min) ─ Unsqueeze[1,2] ─► [B,1,1,S] additive bias
+        g = self.g
+        if self.fused:  # the contrib Attention op takes the raw 0/1 mask
+            return g.node("Cast", [attention_mask], "/encoder/mask/Cast", to=TensorProto.INT32)
+        m = g.node("Cast", [attention_mask], "/encoder/mask/Cast", to=TensorProto.FLOAT)
+        inv = g.node("Sub", [g.const(1.0, np.float32), m], "/encoder/mask/Sub")
+        bias = g.node("Mul", [inv, g.const(_FLOAT_MIN, np.float32)], "/encoder/mask/Mul")
+        return g.node("Unsqueeze", [bias, g.const([1, 2])], "/encoder/mask/Unsqueeze")
+
+    def layer(self, x: str, mask: str, i: int) -> str:
+        s, g, n = self.spec, self.g, self.names
+        key = self.prefix + n["layer"].format(i=i)
+        path = f"/encoder/layer.{i}"
+        h, heads, ff = s.hidden_size, s.num_heads, s.intermediate_size
+        if self.fused:
+            return self._fused_layer(x, mask, key, path)
+        #  x ─ q,k,v Linear ─ split heads ─ MatMul(q,kᵀ)·1/√d + mask ─ Softmax ─ MatMul(v) ─ merge heads
+        #    ─ Linear(o) ─ Add(x) ─ LayerNorm ─ Linear(ff1) ─ act ─ Linear(ff2) ─ Add ─ LayerNorm ─►
+        d = h // heads
+        split = g.const([0, 0, heads, d])
+
+        def heads_of(name: str, perm: list[int]) -> str:
+            y = self.linear(x, key + n[name], h, h, f"{path}/attention/{name}")
+            y = g.node("Reshape", [y, split], f"{path}/attention/{name}/Reshape")
+            return g.node("Transpose", [y], f"{path}/attention/{name}/Transpose", perm=perm)
+
+        q, k, v = heads_of("q", [0, 2, 1, 3]), heads_of("k", [0, 2, 3, 1]), heads_of("v", [0, 2, 1, 3])
+        scores = g.node("MatMul", [q, k], f"{path}/attention/scores/MatMul")
+        scores = g.node("Mul", [scores, g.const(1.0 / math.sqrt(d), np.float32)], f"{path}/attention/scores/Mul")
+        scores = g.node("Add", [scores, mask], f"{path}/attention/scores/Add_mask")
+        probs = g.node("Softmax", [scores], f"{path}/attention/Softmax", axis=-1)
+        ctx = g.node("MatMul", [probs, v], f"{path}/attention/context/MatMul")
+        ctx = g.node("Transpose", [ctx], f"{path}/attention/context/Transpose", perm=[0, 2, 1, 3])
+        ctx = g.node("Reshape", [ctx, g.const([0, 0, h])], f"{path}/attention/context/Reshape")
+        attn = self.linear(ctx, key + n["o"], h, h, f"{path}/attention/output")
+        x = self.layer_norm(g.node("Add", [attn, x], f"{path}/attention/Add_residual"), key + n["ln1"], h,
+                            f"{path}/attention/LayerNorm")
+        inner = self.activation(self.linear(x, key + n["ff1"], h, ff, f"{path}/ffn/in"), s.hidden_act, f"{path}/ffn/act")
+        out = self.linear(inner, key + n["ff2"], ff, h, f"{path}/ffn/out")
+        return self.layer_norm(g.node("Add", [out, x], f"{path}/ffn/Add_residual"), key + n["ln2"], h,
+                               f"{path}/ffn/LayerNorm")
+
+    def _fused_layer(self, x: str, mask: str, key: str, path: str) -> str:
+        #  x ─ Attention(Wqkv, bqkv, mask) ─ MatMul(Wo) ─ SkipLayerNorm(+x, +bo) ─ MatMul(W1) ─ BiasGelu(b1)
+        #    ─ MatMul(W2) ─ SkipLayerNorm(+x1, +b2) ─►
+        s, g, n = self.spec, self.g, self.names
+        h, ff = s.hidden_size, s.intermediate_size
+        parts = [key + n[p] + ".weight" for p in "qkv"]
+        for p in parts:
+            self._check_shape(p, (h, h))
+        w_qkv = self.combined(f"{key}attention.qkv.weight", (h, 3 * h), parts,
+                              lambda q, k, v: np.concatenate([q.T, k.T, v.T], axis=1))
+        b_qkv = self.combined(f"{key}attention.qkv.bias", (3 * h,), [key + n[p] + ".bias" for p in "qkv"],
+                              lambda q, k, v: np.concatenate([q, k, v]))
+        attn = g.node("Attention", [x, w_qkv, b_qkv, mask], f"{path}/attention/Attention", domain="com.microsoft",
+                      num_heads=s.num_heads, mask_filter_value=-10000.0)
+        x = self._skip_layer_norm(attn, x, key + n["o"], key + n["ln1"], h, h, f"{path}/attention")
+        w1 = self.tensor(key + n["ff1"] + ".weight", (h, ff), transpose=True)
+        b1 = self.tensor(key + n["ff1"] + ".bias", (ff,))
+        inner = g.node("MatMul", [x, w1], f"{path}/ffn/in/MatMul")
+        if s.hidden_act == "gelu":
+            inner = g.node("BiasGelu", [inner, b1], f"{path}/ffn/BiasGelu", domain="com.microsoft")
+        elif s.hidden_act == "relu":
+            inner = g.node("Relu", [g.node("Add", [inner, b1], f"{path}/ffn/in/Add")], f"{path}/ffn/Relu")
+        else:
+            inner = g.node("FastGelu", [inner, b1], f"{path}/ffn/FastGelu", domain="com.microsoft")
+        return self._skip_layer_norm(inner, x, key + n["ff2"], key + n["ln2"], ff, h, f"{path}/ffn")
+
+    def _skip_layer_norm(self, y: str, skip: str, linear: str, norm: str, d_in: int, d_out: int, path: str) -> str:
+        w = self.tensor(linear + ".weight", (d_in, d_out), transpose=True)
+        b = self.tensor(linear + ".bias", (d_out,))
+        gamma, beta = self.tensor(norm + ".weight", (d_out,)), self.tensor(norm + ".bias", (d_out,))
+        y = self.g.node("MatMul", [y, w], path + "/output/MatMul")
+        return self.g.node("SkipLayerNormalization", [y, skip, gamma, beta, b], path + "/SkipLayerNorm",
+                           domain="com.microsoft", epsilon=self.spec.layer_norm_eps)
+
+    # --- heads ---------------------------------------------------------------------------------
+    def head(self, x: str) -> None:
+        s, g = self.spec, self.g
+        h, labels = s.hidden_size, len(s.labels)
+        if s.task == "feature-extraction":
+            g.output(x, "last_hidden_state", [BATCH, SEQ, h])
+        elif s.task == "token-classification":
+            g.output(self.linear(x, "classifier", h, labels, "/classifier"), "logits", [BATCH, SEQ, labels])
+        elif s.task == "question-answering":
+            both = self.linear(x, "qa_outputs", h, 2, "/qa_outputs")
+            start, end = g.node("Split", [both], "/qa_outputs/Split", outputs=2, axis=-1)
+            for name, part in (("start_logits", start), ("end_logits", end)):
+                g.output(g.node("Squeeze", [part, g.const([-1])], f"/qa_outputs/Squeeze_{name}"), name, [BATCH, SEQ])
+        else:
+            cls = g.node("Gather", [x, g.const(0)], "/head/cls/Gather", axis=1)  # [B, H]: the first token
+            if s.family == "bert":  # pooler (dense + tanh) then classifier
+                pooled = self.activation(self.linear(cls, self.prefix + "pooler.dense", h, h, "/pooler"), "tanh",
+                                         "/pooler/act")
+                logits = self.linear(pooled, "classifier", h, labels, "/classifier")
+            elif s.family == "distilbert":  # pre_classifier + ReLU, then classifier
+                pre = self.activation(self.linear(cls, "pre_classifier", h, h, "/pre_classifier"), "relu",
+                                      "/pre_classifier/act")
+                logits = self.linear(pre, "classifier", h, labels, "/classifier")
+            else:  # RoBERTa (tanh) and ELECTRA (gelu): dense + activation, then out_proj
+                dense = self.activation(self.linear(cls, "classifier.dense", h, h, "/classifier/dense"),
+                                        s.head_activation, "/classifier/act")
+                logits = self.linear(dense, "classifier.out_proj", h, labels, "/classifier/out_proj")
+            g.output(logits, "logits", [BATCH, labels])
+
+    def build(self) -> Graph:
+        s, g = self.spec, self.g
+        ids = g.input("input_ids", TensorProto.INT64, [BATCH, SEQ])
+        mask = g.input("attention_mask", TensorProto.INT64, [BATCH, SEQ])
+        types = g.input("token_type_ids", TensorProto.INT64, [BATCH, SEQ]) if "token_type_ids" in s.input_names else None
+        x = self.embeddings(ids, types)
+        bias = self.attention_mask_bias(mask)
+        for i in range(s.num_layers):
+            x = self.layer(x, bias, i)
+        self.head(x)
+        if self.problems:
+            shown = "\n  ".join(self.problems[:12]) + (f"\n  ... and {len(self.problems) - 12} more"
+                                                        if len(self.problems) > 12 else "")
+            raise InvalidModelError(f"The weights do not match config.json ({s.architecture}):\n  {shown}\n"
+                                    "Re-download the model, or check that config.json belongs to these weights.")
+        return g
