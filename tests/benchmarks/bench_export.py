@@ -1,0 +1,92 @@
+"""Benchmark (not a test): our torch-free export vs torch.onnx.export through transformers.
+
+Both run as whole processes, from a BERT-base-sized checkpoint on disk to an ONNX file on disk, in the
+same run: wall time (goal: ours <= 1/2 of torch's) and peak RSS (goal: <= 1.5x the safetensors size).
+Needs the test extra (torch==2.13.0, transformers). Usage:
+
+    python tests/benchmarks/bench_export.py [--runs 3] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MAKE_CHECKPOINT = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from tinymodels import make_tiny_model
+make_tiny_model(sys.argv[1], "bert", "sequence-classification", hidden=768, layers=12, heads=12,
+                intermediate=3072, max_positions=512, vocab_size=30522)
+"""
+
+TORCH_EXPORT = """
+import sys, torch, transformers
+folder, out = sys.argv[1], sys.argv[2]
+model = transformers.AutoModelForSequenceClassification.from_pretrained(folder).eval()
+
+class Wrapper(torch.nn.Module):  # transformers 5 models reject positional args in tracing
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        return self.m(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+
+ids = torch.ones(1, 16, dtype=torch.long)
+axes = {n: {0: "batch_size", 1: "sequence_length"} for n in ("input_ids", "attention_mask", "token_type_ids")}
+torch.onnx.export(Wrapper(model), (ids, ids, torch.zeros_like(ids)), out, dynamo=False, opset_version=17,
+                  input_names=list(axes), output_names=["logits"], dynamic_axes=axes)
+"""
+
+
+def run(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one child process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if status != 0:
+        raise SystemExit(f"{cmd[:4]} failed:\n{proc.stderr.read().decode()[-2000:]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-export-"))
+    folder = work / "bert-base"
+    if not (folder / "model.safetensors").is_file():
+        # In a child process: Linux counts the parent's RSS at fork in a child's ru_maxrss, so the
+        # parent must stay small for the figures to be clean.
+        subprocess.run([sys.executable, "-c", MAKE_CHECKPOINT, str(folder)], check=True, stderr=subprocess.DEVNULL)
+    size_mb = (folder / "model.safetensors").stat().st_size / 1e6
+    ours_cmd = [sys.executable, "-m", "app", "export", str(folder), "--out", str(work / "ours"), "-q"]
+    torch_cmd = [sys.executable, "-c", TORCH_EXPORT, str(folder), str(work / "torch.onnx")]
+    results = {"ours": [], "torch": []}
+    for _ in range(args.runs):  # interleaved, so both see the same machine state
+        results["ours"].append(run(ours_cmd))
+        results["torch"].append(run(torch_cmd))
+    print(f"BERT-base-sized checkpoint: {size_mb:.0f} MB safetensors; {args.runs} runs each, interleaved")
+    print(f"{'':>24} {'wall s (median)':>16} {'peak RSS MB (max)':>18}")
+    summary = {}
+    for name, label in (("ours", "pocket-nlp export"), ("torch", "torch.onnx.export")):
+        wall = statistics.median(r[0] for r in results[name])
+        rss = max(r[1] for r in results[name])
+        summary[name] = (wall, rss)
+        print(f"{label:>24} {wall:>16.2f} {rss:>18.0f}")
+    ratio = summary["ours"][0] / summary["torch"][0]
+    print(f"wall time ours/torch: {ratio:.2f} (goal <= 0.50)")
+    print(f"peak RSS ours / safetensors size: {summary['ours'][1] / size_mb:.2f} (goal <= 1.50)")
+    print(f"peak RSS torch / safetensors size: {summary['torch'][1] / size_mb:.2f}")
+
+
+if __name__ == "__main__":
+    main()
