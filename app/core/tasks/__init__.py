@@ -1,0 +1,1 @@
+"""Task code: tokenization, text classification and question answering over an ONNX session."""
