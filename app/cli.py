@@ -82,6 +82,127 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _model_folders(model: str, bar) -> tuple[Path, Path]:
+    """MODEL → (fp32 folder, int8 folder): a converted folder with fp32/ and int8/ inside (a store entry's layout).
+    TODO(store): anything the export command accepts, converted through app.core.store.convert."""
+    from app.core.errors import ModelNotFoundError
+
+    folder = Path(model).expanduser()
+    if (folder / "fp32" / "model.onnx").is_file() and (folder / "int8" / "model.onnx").is_file():
+        return folder / "fp32", folder / "int8"
+    raise ModelNotFoundError(f"{model} is not a converted model: it needs fp32/model.onnx and int8/model.onnx. "
+                             "Convert it first, then pass the converted folder.")
+
+
+def _load_runner_pair(args, bar):
+    from app.core.tasks.runner import Runner
+
+    fp32_dir, int8_dir = _model_folders(args.model, bar)
+    return Runner.load(fp32_dir, threads=args.threads), Runner.load(int8_dir, threads=args.threads)
+
+
+def _side_by_side(rows: list[tuple[str, str, str]]) -> None:
+    width = max(len(r[1]) for r in rows) + 3
+    for name, a, b in rows:
+        print(f"{name:<12}{a:<{width}}{b}")
+
+
+def _cmd_predict(args) -> int:
+    from app.core.errors import InputError
+
+    if (args.text is None) == (args.question is None):
+        raise InputError("Give either --text (classification) or --question with --context (question answering).")
+    if args.question is not None and args.context is None:
+        raise InputError("--question needs --context: the text the answer should come from.")
+    bar = ProgressBar(sys.stderr, enabled=not args.quiet)
+    try:
+        fp32, int8 = _load_runner_pair(args, bar)
+    finally:
+        bar.close()
+    out = {}
+    for name, runner in (("fp32", fp32), ("int8", int8)):
+        if args.text is not None:
+            [result] = runner.classify([args.text], [args.text_pair] if args.text_pair else None, top_k=args.top_k)
+            out[name] = result
+        else:
+            out[name] = runner.answer(args.question, args.context, top_k=args.top_k or 1,
+                                      max_answer_len=args.max_answer_len,
+                                      handle_impossible_answer=args.allow_no_answer)
+    if args.text is not None:
+        agree = out["fp32"].label == out["int8"].label
+        if args.json:
+            _print_json({"task": "text-classification", "agree": agree,
+                         **{k: v.to_dict() for k, v in out.items()}})
+            return 0
+        rows = [("", "FP32", "INT8"), ("label", f"{out['fp32'].label} ({out['fp32'].score:.4f})",
+                                       f"{out['int8'].label} ({out['int8'].score:.4f})")]
+        for i in range(1, max(len(out["fp32"].scores), len(out["int8"].scores))):
+            cell = [f"{r.scores[i].label} ({r.scores[i].score:.4f})" if i < len(r.scores) else ""
+                    for r in (out["fp32"], out["int8"])]
+            rows.append(("", *cell))
+        rows.append(("latency", f"{out['fp32'].latency_ms:.1f} ms", f"{out['int8'].latency_ms:.1f} ms"))
+        _side_by_side(rows)
+        if out["fp32"].truncated:
+            print(f"(the text was cut to the model's {fp32.tokenizer.max_length} tokens)")
+    else:
+        def best(answers):
+            return answers[0] if answers else None
+        a, b = best(out["fp32"]), best(out["int8"])
+        agree = (a.text if a else None) == (b.text if b else None)
+        if args.json:
+            _print_json({"task": "question-answering", "agree": agree,
+                         **{k: [x.to_dict() for x in v] for k, v in out.items()}})
+            return 0
+        def cell(ans):
+            if ans is None:
+                return "(none)"
+            return f"{'(no answer)' if ans.is_impossible else repr(ans.text)} {ans.score:.4f} [{ans.start}:{ans.end}]"
+        rows = [("", "FP32", "INT8")]
+        for i in range(max(len(out["fp32"]), len(out["int8"]))):
+            rows.append(("answer" if i == 0 else "",
+                         *[cell(v[i]) if i < len(v) else "" for v in (out["fp32"], out["int8"])]))
+        rows.append(("latency", f"{a.latency_ms if a else 0:.1f} ms", f"{b.latency_ms if b else 0:.1f} ms"))
+        _side_by_side(rows)
+    print("FP32 and INT8 agree." if agree else "FP32 and INT8 DISAGREE.")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from app.core.eval import evaluate, load_data
+
+    data = load_data(Path(args.data), format=args.format, text_column=args.text_column,
+                     pair_column=args.pair_column, label_column=args.label_column)
+    bar = ProgressBar(sys.stderr, enabled=not args.quiet)
+    cancel = threading.Event()
+    try:
+        fp32, int8 = _load_runner_pair(args, bar)
+        result = evaluate(fp32, int8, data, limit=args.limit, progress=bar, cancel=cancel)
+    finally:
+        bar.close()
+    if args.json:
+        _print_json(result.to_dict())
+        return 0
+    print(f"{result.examples} examples from {result.data_path.name} ({result.task})")
+    percent = result.task == "text-classification"
+    rows = [("", "FP32", "INT8", "INT8-FP32")]
+    for metric in result.fp32.metrics:
+        scale = 100 if percent else 1
+        a, b = result.fp32.metrics[metric] * scale, result.int8.metrics[metric] * scale
+        rows.append((metric, f"{a:.2f}", f"{b:.2f}", f"{b - a:+.2f}"))
+    rows.append(("ms/example", f"{result.fp32.mean_latency_ms:.2f}", f"{result.int8.mean_latency_ms:.2f}", ""))
+    for name, *cells in rows:
+        print(f"{name:<14}" + "".join(f"{c:>12}" for c in cells))
+    what = "label" if percent else "answer"
+    print(f"agreement: {100 * result.agreement:.2f}% same {what} ({result.n_disagreements} disagreements)")
+    if result.labels_matched_by:
+        print(f"gold labels matched to the model's labels by {result.labels_matched_by}")
+    for d in result.disagreements[: args.show]:
+        text = d.input if len(d.input) <= 70 else d.input[:67] + "..."
+        gold = " | ".join(d.gold) if d.gold else "(no answer)"
+        print(f"  {d.where}: FP32 {d.fp32!r} vs INT8 {d.int8!r}, gold {gold!r}: {text}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pocket-nlp", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"pocket-nlp {__version__}")
@@ -95,6 +216,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("predict", help="run FP32 and INT8 side by side on one input")
+    p.add_argument("model", help="converted model (a folder with fp32/ and int8/)")
+    p.add_argument("--text", help="text to classify")
+    p.add_argument("--text-pair", help="second text, for sentence-pair models (NLI, paraphrase)")
+    p.add_argument("--question", help="question to answer from --context")
+    p.add_argument("--context", help="text the answer comes from (any length; read in overlapping windows)")
+    p.add_argument("--top-k", type=int, default=None, help="labels or answers to show (default: all labels, 1 answer)")
+    p.add_argument("--max-answer-len", type=int, default=15, help="longest answer in tokens")
+    p.add_argument("--allow-no-answer", action="store_true", help="allow 'no answer' (SQuAD 2.0 models)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
+    p.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("eval", help="measure FP32 and INT8 on a labelled file")
+    p.add_argument("model", help="converted model (a folder with fp32/ and int8/)")
+    p.add_argument("--data", required=True, help="GLUE TSV, CSV or JSONL (text[, text_pair], label) or SQuAD JSON")
+    p.add_argument("--limit", type=int, default=None, help="only the first N examples")
+    p.add_argument("--format", choices=["auto", "tsv", "csv", "jsonl", "squad"], default="auto")
+    p.add_argument("--text-column", help="column with the text (default: detected)")
+    p.add_argument("--pair-column", help="column with the second text (default: detected)")
+    p.add_argument("--label-column", help="column with the gold label, by name or id (default: detected)")
+    p.add_argument("--show", type=int, default=10, help="disagreeing examples to list")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
+    p.add_argument("--json", action="store_true", help="print a machine-readable report on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=_cmd_eval)
     return parser
 
 
