@@ -29,7 +29,7 @@ MANIFEST = "manifest.json"
 @dataclass(frozen=True)
 class ExportConfig:
     opset: int = 17
-    fused: bool = False  # emit ONNX Runtime's fused contrib ops (Attention, SkipLayerNormalization, BiasGelu)
+    fused: bool = False  # emit ONNX Runtime's fused contrib ops (MultiHeadAttention, SkipLayerNormalization, BiasGelu)
 
     def __post_init__(self):
         if not 14 <= self.opset <= 21:

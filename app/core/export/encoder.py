@@ -3,7 +3,7 @@
 One builder serves BERT (MiniLM is BERT), DistilBERT, RoBERTa (XLM-R, CamemBERT) and ELECTRA: the
 families differ by small overrides (tensor names, position ids, token types, embedding projection,
 classification head), not by copies of the encoder. `fused=True` emits ONNX Runtime's contrib ops
-(Attention, SkipLayerNormalization, BiasGelu/FastGelu) directly, which is what the optimizer's pattern
+(MultiHeadAttention, SkipLayerNormalization, BiasGelu/FastGelu) directly, which is what the optimizer's pattern
 fusions would produce, without tracing or pattern matching.
 """
 
@@ -168,7 +168,7 @@ class EncoderBuilder:
     def attention_mask_bias(self, attention_mask: str) -> str:
         #  mask ─ Cast ─ Sub(1, ·) ─ Mul(float32 min) ─ Unsqueeze[1,2] ─► [B,1,1,S] additive bias
         g = self.g
-        if self.fused:  # the contrib Attention op takes the raw 0/1 mask
+        if self.fused:  # the contrib attention op takes the raw 0/1 mask as key padding
             return g.node("Cast", [attention_mask], "/encoder/mask/Cast", to=TensorProto.INT32)
         m = g.node("Cast", [attention_mask], "/encoder/mask/Cast", to=TensorProto.FLOAT)
         inv = g.node("Sub", [g.const(1.0, np.float32), m], "/encoder/mask/Sub")
@@ -209,7 +209,7 @@ class EncoderBuilder:
                                f"{path}/ffn/LayerNorm")
 
     def _fused_layer(self, x: str, mask: str, key: str, path: str) -> str:
-        #  x ─ Attention(Wqkv, bqkv, mask) ─ MatMul(Wo) ─ SkipLayerNorm(+x, +bo) ─ MatMul(W1) ─ BiasGelu(b1)
+        #  x ─ MatMul(Wqkv) ─ Split ─ MultiHeadAttention(+bqkv, mask) ─ MatMul(Wo) ─ SkipLayerNorm(+x, +bo) ─ MatMul(W1) ─ BiasGelu(b1)
         #    ─ MatMul(W2) ─ SkipLayerNorm(+x1, +b2) ─►
         s, g, n = self.spec, self.g, self.names
         h, ff = s.hidden_size, s.intermediate_size
@@ -220,8 +220,11 @@ class EncoderBuilder:
                               lambda q, k, v: np.concatenate([q.T, k.T, v.T], axis=1))
         b_qkv = self.combined(f"{key}attention.qkv.bias", (3 * h,), [key + n[p] + ".bias" for p in "qkv"],
                               lambda q, k, v: np.concatenate([q, k, v]))
-        attn = g.node("Attention", [x, w_qkv, b_qkv, mask], f"{path}/attention/Attention", domain="com.microsoft",
-                      num_heads=s.num_heads, mask_filter_value=-10000.0)
+        # The QKV projection stays a plain MatMul so quantization can treat its input's outlier channels.
+        qkv = g.node("MatMul", [x, w_qkv], f"{path}/attention/qkv/MatMul")
+        q, k, v = g.node("Split", [qkv], f"{path}/attention/qkv/Split", outputs=3, axis=-1)
+        attn = g.node("MultiHeadAttention", [q, k, v, b_qkv, mask], f"{path}/attention/MultiHeadAttention",
+                      domain="com.microsoft", num_heads=s.num_heads)
         x = self._skip_layer_norm(attn, x, key + n["o"], key + n["ln1"], h, h, f"{path}/attention")
         w1 = self.tensor(key + n["ff1"] + ".weight", (h, ff), transpose=True)
         b1 = self.tensor(key + n["ff1"] + ".bias", (ff,))

@@ -1,0 +1,417 @@
+"""Dynamic INT8 quantization with ONNX Runtime, guarded by an accuracy check against FP32.
+
+On CPUs without VNNI, INT8 hurts accuracy through a few places: activation outlier channels (a handful
+of channels 10x larger than the rest squash every other channel into a few u8 steps), per-tensor
+embedding tables, and u8×s8 saturation. The guard measures instead of guessing:
+
+1. Run the FP32 model on a calibration set, recording outputs and the inputs of every MatMul/Attention.
+2. Rewrite the graph: MatMul inputs' outlier channels go through a tiny FP32 side path (x·W split as
+   x_outliers·W_outliers + x_rest·W_rest, exact in FP32), and embedding tables become int8 with one
+   scale per row.
+3. Try candidate settings, fastest first (fewer FP32 nodes is faster): quantize, run the calibration
+   set, compare with FP32 (top-1 agreement, output cosine, QA span agreement) and keep the first one
+   that meets the target. If none does, the model is kept in FP32 with an explanation.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from app.core.errors import QuantizationError
+from app.core.progress import ProgressFn, check_cancel, report
+
+log = logging.getLogger(__name__)
+
+QUANTIZED_OPS = ("MatMul", "Attention")
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """One candidate setting (experts can force one)."""
+
+    weight_type: Literal["int8", "uint8"] = "int8"
+    per_channel: bool = True
+    reduce_range: bool = False  # 7-bit weights: no u8×s8 saturation on AVX2 without VNNI, less precision
+    split_outliers: bool = True  # activation outlier channels through a small FP32 side path
+    outlier_ratio: float = 2.5  # a channel is an outlier when its max |x| exceeds ratio × the median channel's
+    max_outlier_channels: int = 16
+    quantize_embeddings: bool = True  # int8 embedding tables with per-row scales
+    keep_fp32: tuple[str, ...] = ()  # node names left in FP32 (the most sensitive ones)
+
+    def __post_init__(self):
+        if self.weight_type not in ("int8", "uint8"):
+            raise ValueError(f"weight_type: {self.weight_type!r} is not 'int8' or 'uint8'")
+        if self.outlier_ratio <= 1:
+            raise ValueError(f"outlier_ratio: must be above 1 (got {self.outlier_ratio})")
+        if self.max_outlier_channels < 0:
+            raise ValueError(f"max_outlier_channels: must be >= 0 (got {self.max_outlier_channels})")
+
+    def describe(self) -> str:
+        parts = [f"{self.weight_type} weights", "per-channel" if self.per_channel else "per-tensor"]
+        if self.reduce_range:
+            parts.append("reduced range")
+        if self.split_outliers:
+            parts.append("outlier channels in FP32")
+        if not self.quantize_embeddings:
+            parts.append("FP32 embeddings")
+        if self.keep_fp32:
+            parts.append(f"{len(self.keep_fp32)} sensitive node(s) in FP32")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class GuardTarget:
+    min_agreement: float = 0.995  # top-1 / span agreement with FP32 on the calibration set
+    min_cosine: float = 0.995  # mean cosine between INT8 and FP32 outputs
+
+    def __post_init__(self):
+        for name in ("min_agreement", "min_cosine"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name}: must be within 0..1 (got {getattr(self, name)})")
+
+
+@dataclass(frozen=True)
+class Agreement:
+    agreement: float  # fraction of examples with the same top-1 label / answer span
+    cosine: float  # mean cosine similarity of the outputs
+    examples: int
+
+    def meets(self, target: GuardTarget) -> bool:
+        return self.agreement >= target.min_agreement and self.cosine >= target.min_cosine
+
+
+@dataclass(frozen=True)
+class Candidate:
+    config: QuantizeConfig
+    agreement: Agreement
+    passed: bool
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {"settings": self.config.describe(), "config": asdict(self.config), "agreement": asdict(self.agreement),
+                "passed": self.passed, "seconds": round(self.seconds, 2)}
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    chosen: Candidate | None  # None: no setting met the target; the model stays FP32
+    candidates: tuple[Candidate, ...]
+    target: GuardTarget
+    calibration: str  # what the guard ran ("built-in, 100 texts" or the user's file)
+    onnx_bytes: int = 0
+    outlier_channels: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.chosen is not None
+
+    def explain(self) -> str:
+        if self.chosen:
+            a = self.chosen.agreement
+            return (f"INT8 ({self.chosen.config.describe()}) gives the same answer as FP32 on "
+                    f"{a.agreement:.1%} of {a.examples} calibration examples (mean cosine {a.cosine:.4f}).")
+        best = max(self.candidates, key=lambda c: (c.agreement.agreement, c.agreement.cosine), default=None)
+        got = f"; the best setting reached {best.agreement.agreement:.1%} (cosine {best.agreement.cosine:.4f})" if best else ""
+        return (f"No INT8 setting met the target (agreement >= {self.target.min_agreement:.1%}, cosine >= "
+                f"{self.target.min_cosine:.3f}){got}. The model is kept in FP32 so it never gives wrong answers; "
+                "lower the target or force settings if you accept the difference.")
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "chosen": self.chosen.to_dict() if self.chosen else None,
+                "candidates": [c.to_dict() for c in self.candidates], "target": asdict(self.target),
+                "calibration": self.calibration, "onnx_bytes": self.onnx_bytes,
+                "outlier_channels": self.outlier_channels, "explanation": self.explain()}
+
+
+# --- calibration: FP32 outputs and the activations feeding each quantizable node ---------------------------
+
+@dataclass
+class Calibration:
+    feeds: list[dict[str, np.ndarray]]  # batches of model inputs
+    reference: list[dict[str, np.ndarray]] = field(default_factory=list)  # FP32 outputs per batch
+    activations: dict[str, np.ndarray] = field(default_factory=dict)  # node input → (tokens, channels) sample
+    description: str = ""
+
+
+def _weighted_nodes(model) -> list:
+    """MatMul/Attention nodes whose weight is an initializer: the ones quantization touches."""
+    inits = {i.name for i in model.graph.initializer}
+    return [n for n in model.graph.node if n.op_type in QUANTIZED_OPS and len(n.input) > 1 and n.input[1] in inits]
+
+
+def collect(model_path: Path, calibration: Calibration, *, max_tokens: int = 2048, threads: int | None = None) -> None:
+    """Fill calibration.reference and .activations by running the FP32 model once with extra outputs."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(model_path))
+    outputs = [o.name for o in model.graph.output]
+    probes = sorted({n.input[0] for n in _weighted_nodes(model)})
+    for name in probes:
+        model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    del model
+    samples: dict[str, list[np.ndarray]] = {p: [] for p in probes}
+    rng = np.random.default_rng(0)
+    per_batch = max(1, max_tokens // max(1, len(calibration.feeds)))
+    calibration.reference.clear()
+    for feed in calibration.feeds:
+        results = dict(zip(outputs + probes, session.run(outputs + probes, feed)))
+        calibration.reference.append({k: results[k] for k in outputs})
+        real = feed["attention_mask"].astype(bool)  # (batch, seq)
+        for p in probes:
+            x = results[p][real] if results[p].ndim == 3 else results[p]  # (tokens, channels)
+            take = rng.choice(len(x), size=min(per_batch, len(x)), replace=False)
+            samples[p].append(x[np.sort(take)])
+    calibration.activations = {p: np.concatenate(v) for p, v in samples.items()}
+
+
+# --- graph rewrites ------------------------------------------------------------------------------------------
+
+def outlier_channels(x: np.ndarray, ratio: float, limit: int) -> list[int]:
+    """Channels whose max |x| exceeds ratio × the median channel's max |x| (largest first, at most `limit`)."""
+    peak = np.abs(x).max(axis=0)  # (channels,)
+    median = float(np.median(peak)) or 1e-12
+    order = np.argsort(peak)[::-1][:limit]
+    return [int(c) for c in order if peak[c] > ratio * median]
+
+
+def _rewrite(model, config: QuantizeConfig, calibration: Calibration) -> tuple[list[str], dict[str, int]]:
+    """Apply the outlier split and per-row embedding quantization in place; returns FP32 side-path nodes."""
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    nodes, keep_fp32, split_counts = [], [], {}
+    for n in model.graph.node:
+        if (config.split_outliers and n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in inits
+                and n.input[0] in calibration.activations and n.name not in config.keep_fp32):
+            channels = outlier_channels(calibration.activations[n.input[0]], config.outlier_ratio,
+                                        config.max_outlier_channels)
+            if channels:
+                #  x ─ Mul(keep mask) ─ MatMul(W, rest rows; INT8) ─────────┐
+                #  x ─ Gather(outlier channels) ─ MatMul(W outlier rows; FP32) ┴─ Add ─►
+                w = numpy_helper.to_array(inits[n.input[1]]).copy()  # (in, out)
+                w_out = w[channels].copy()
+                w[channels] = 0
+                inits[n.input[1]].CopyFrom(numpy_helper.from_array(w, n.input[1]))
+                keep = np.ones(w.shape[0], np.float32)
+                keep[channels] = 0
+                p = n.name.rsplit("/", 1)[0] + "/outliers"
+                model.graph.initializer.extend([numpy_helper.from_array(keep, p + "/keep"),
+                                                numpy_helper.from_array(np.array(channels, np.int64), p + "/index"),
+                                                numpy_helper.from_array(w_out, p + "/weight")])
+                rest, part = p + "/rest", n.output[0] + "/int8_part"
+                nodes += [helper.make_node("Mul", [n.input[0], p + "/keep"], [rest], name=p + "/Mul"),
+                          helper.make_node("MatMul", [rest, n.input[1]], [part], name=n.name),
+                          helper.make_node("Gather", [n.input[0], p + "/index"], [p + "/x"], name=p + "/Gather", axis=-1),
+                          helper.make_node("MatMul", [p + "/x", p + "/weight"], [p + "/y"], name=p + "/MatMul"),
+                          helper.make_node("Add", [part, p + "/y"], [n.output[0]], name=p + "/Add")]
+                keep_fp32.append(p + "/MatMul")
+                split_counts[n.name] = len(channels)
+                continue
+        if config.quantize_embeddings and n.op_type == "Gather" and n.input[0] in inits:
+            table = numpy_helper.to_array(inits[n.input[0]])
+            if table.ndim == 2 and table.shape[0] > 2:
+                #  ids ─ Gather(int8 table) ─ Cast ─┐
+                #  ids ─ Gather(row scales) ────────┴─ Mul ─►   symmetric int8, one scale per row
+                scale = np.maximum(np.abs(table).max(axis=1, keepdims=True), 1e-12) / 127.0  # (rows, 1)
+                q = np.clip(np.round(table / scale), -127, 127).astype(np.int8)
+                name = n.input[0]
+                inits[name].CopyFrom(numpy_helper.from_array(q, name + ".int8"))
+                inits[name].name = name + ".int8"
+                model.graph.initializer.append(numpy_helper.from_array(scale.astype(np.float32), name + ".scale"))
+                p = n.name.rsplit("/", 1)[0] + "/int8"
+                nodes += [helper.make_node("Gather", [name + ".int8", n.input[1]], [p + "/q"], name=p + "/Gather_q"),
+                          helper.make_node("Cast", [p + "/q"], [p + "/qf"], name=p + "/Cast", to=1),
+                          helper.make_node("Gather", [name + ".scale", n.input[1]], [p + "/s"], name=p + "/Gather_scale"),
+                          helper.make_node("Mul", [p + "/qf", p + "/s"], [n.output[0]], name=p + "/Mul")]
+                continue
+        nodes.append(n)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return keep_fp32, split_counts
+
+
+def sensitivity(model, calibration: Calibration, config: QuantizeConfig) -> list[tuple[str, float]]:
+    """Each quantizable node's relative output error when only it is fake-quantized (worst first)."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    scores = []
+    for n in _weighted_nodes(model):
+        x = calibration.activations.get(n.input[0])
+        if x is None:
+            continue
+        w = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)  # (in, out)
+        if config.split_outliers and n.op_type == "MatMul":
+            channels = outlier_channels(x, config.outlier_ratio, config.max_outlier_channels)
+            x = x.copy()
+            x[:, channels] = 0
+        lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+        step = (hi - lo) / 255 or 1.0
+        xq = np.round((x - lo) / step) * step + lo
+        levels = 63 if config.reduce_range else 127
+        if config.per_channel:
+            ws = np.maximum(np.abs(w).max(axis=0, keepdims=True), 1e-12) / levels
+        else:
+            ws = max(float(np.abs(w).max()), 1e-12) / levels
+        wq = np.round(w / ws) * ws
+        exact = x @ w
+        err = float(np.linalg.norm(exact - xq @ wq) / (np.linalg.norm(exact) or 1.0))
+        scores.append((n.name, err))
+    return sorted(scores, key=lambda s: -s[1])
+
+
+# --- comparing INT8 with FP32 --------------------------------------------------------------------------------
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
+
+
+def _best_spans(start: np.ndarray, end: np.ndarray, mask: np.ndarray, max_len: int = 15) -> list[tuple[int, int]]:
+    spans = []
+    for s, e, m in zip(start, end, mask.astype(bool)):
+        s, e = np.where(m, s, -np.inf), np.where(m, e, -np.inf)
+        scores = s[:, None] + e[None, :]  # (start, end)
+        scores = np.where(np.triu(np.ones_like(scores, dtype=bool)) & ~np.triu(np.ones_like(scores, dtype=bool), max_len),
+                          scores, -np.inf)
+        i, j = np.unravel_index(np.argmax(scores), scores.shape)
+        spans.append((int(i), int(j)))
+    return spans
+
+
+def compare(task: str, reference: list[dict], outputs: list[dict], feeds: list[dict], *,
+            multi_label: bool = False) -> Agreement:
+    """Agreement and mean cosine between INT8 outputs and the FP32 reference, per example."""
+    same, cos = [], []
+    for ref, out, feed in zip(reference, outputs, feeds):
+        mask = feed["attention_mask"].astype(bool)
+        if task == "text-classification":
+            a, b = ref["logits"], out["logits"]
+            same += list((a > 0).__eq__(b > 0).all(-1) if multi_label else a.argmax(-1) == b.argmax(-1))
+            cos += list(_cosine(a, b))
+        elif task == "token-classification":
+            a, b = ref["logits"], out["logits"]
+            same += list(((a.argmax(-1) == b.argmax(-1)) | ~mask).all(-1))
+            cos += [float(_cosine(x[m], y[m]).mean()) for x, y, m in zip(a, b, mask)]
+        elif task == "question-answering":
+            spans_a = _best_spans(ref["start_logits"], ref["end_logits"], mask)
+            spans_b = _best_spans(out["start_logits"], out["end_logits"], mask)
+            same += [x == y for x, y in zip(spans_a, spans_b)]
+            for k in ("start_logits", "end_logits"):
+                cos += [float(_cosine(x[m], y[m])) for x, y, m in zip(ref[k], out[k], mask)]
+        else:  # feature extraction: mean-pooled embeddings
+            w = mask[..., None].astype(np.float32)
+            a = (ref["last_hidden_state"] * w).sum(1) / w.sum(1)
+            b = (out["last_hidden_state"] * w).sum(1) / w.sum(1)
+            c = _cosine(a, b)
+            same += list(c >= 0.99)
+            cos += list(c)
+    return Agreement(float(np.mean(same)), float(np.mean(cos)), len(same))
+
+
+# --- the guard -----------------------------------------------------------------------------------------------
+
+def candidate_ladder(order: list[str], base: QuantizeConfig = QuantizeConfig()) -> list[QuantizeConfig]:
+    """Settings to try, fastest first: everything INT8, then ever more of the most sensitive nodes in FP32."""
+    ladder = [base, replace(base, reduce_range=True)]
+    total = len(order)
+    for k in (1, 2, 3, 4, 6, 8, 12, 16, 24):
+        if k > max(1, total // 3):
+            break
+        ladder.append(replace(base, keep_fp32=tuple(order[:k])))
+    return ladder
+
+
+def _quantize_file(model, config: QuantizeConfig, side_nodes: list[str], out_path: Path) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="pocket-quant-") as tmp:
+        src = Path(tmp) / "rewritten.onnx"
+        onnx.save(model, str(src))
+        quantize_dynamic(str(src), str(out_path), op_types_to_quantize=list(QUANTIZED_OPS),
+                         per_channel=config.per_channel, reduce_range=config.reduce_range,
+                         weight_type=QuantType.QInt8 if config.weight_type == "int8" else QuantType.QUInt8,
+                         nodes_to_exclude=list(config.keep_fp32) + side_nodes,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+
+
+def _run(path: Path, feeds: list[dict], threads: int | None) -> list[dict]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return [dict(zip(names, session.run(None, f))) for f in feeds]
+
+
+def quantize_model(fp32_path: Path, out_path: Path, calibration: Calibration, *, task: str,
+                   multi_label: bool = False, target: GuardTarget = GuardTarget(),
+                   force: QuantizeConfig | None = None, threads: int | None = None,
+                   progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> QuantizeResult:
+    """Quantize `fp32_path` to `out_path` with the fastest setting that meets `target` on the calibration set.
+
+    With `force`, that one setting is used and measured (and written even if below target).
+    When nothing meets the target, `out_path` is not written and the result says why.
+    """
+    import onnx
+
+    try:
+        report(progress, "quantize", 0, None, "running the FP32 model on the calibration set")
+        if not calibration.reference:
+            collect(fp32_path, calibration, threads=threads)
+        check_cancel(cancel)
+        base = onnx.load(str(fp32_path))
+        order = [name for name, _ in sensitivity(base, calibration, force or QuantizeConfig())]
+        ladder = [force] if force else candidate_ladder(order)
+        candidates: list[Candidate] = []
+        chosen, split = None, {}
+        for i, config in enumerate(ladder):
+            check_cancel(cancel)
+            report(progress, "quantize", i, len(ladder), f"trying {config.describe()}")
+            start = time.perf_counter()
+            model = onnx.ModelProto()
+            model.CopyFrom(base)
+            side_nodes, split = _rewrite(model, config, calibration)
+            _quantize_file(model, config, side_nodes, out_path)
+            del model
+            check_cancel(cancel)
+            report(progress, "validate", i, len(ladder), f"comparing with FP32: {config.describe()}")
+            agreement = compare(task, calibration.reference, _run(out_path, calibration.feeds, threads),
+                                calibration.feeds, multi_label=multi_label)
+            passed = agreement.meets(target)
+            candidates.append(Candidate(config, agreement, passed, time.perf_counter() - start))
+            log.info("candidate %s: agreement %.4f cosine %.5f", config.describe(), agreement.agreement,
+                     agreement.cosine)
+            if passed or force:
+                chosen = candidates[-1] if passed or force else None
+                break
+        if force and chosen is None:
+            chosen = candidates[-1]
+        if chosen is None:
+            out_path.unlink(missing_ok=True)
+        report(progress, "validate", len(ladder), len(ladder), "done")
+        return QuantizeResult(chosen=chosen, candidates=tuple(candidates), target=target,
+                              calibration=calibration.description,
+                              onnx_bytes=out_path.stat().st_size if chosen else 0, outlier_channels=split)
+    except (OSError, RuntimeError, ValueError) as e:
+        if isinstance(e, QuantizationError):
+            raise
+        out_path.unlink(missing_ok=True)
+        raise QuantizationError(f"Quantizing {fp32_path} failed: {e}. The FP32 model is unaffected.") from e
