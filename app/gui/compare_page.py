@@ -1,0 +1,326 @@
+"""Compare: size, load time, memory, latency, throughput, agreement and accuracy, FP32 vs INT8, with charts.
+
+Benchmarks and evaluations run in workers; the table and the report share `app.core.report`'s plain-words
+rows. QtCharts is imported only when the first results arrive (start-up stays fast).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Slot
+from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QGridLayout, QHBoxLayout, QHeaderView, QProgressBar,
+                               QScrollArea, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from app.gui import widgets
+from app.gui.main_window import entry_label
+from app.gui.worker import start_task
+
+log = logging.getLogger(__name__)
+
+
+def _spin(lo: int, hi: int, value: int, name: str, special: str | None = None) -> QSpinBox:
+    s = QSpinBox()
+    s.setRange(lo, hi)
+    s.setValue(value)
+    s.setAccessibleName(name)
+    if special:
+        s.setSpecialValueText(special)
+    return s
+
+
+class ComparePage(QWidget):
+    def __init__(self, window):
+        super().__init__()
+        self.window = window
+        self.entry = None
+        self.bench = None  # BenchResult.to_dict()
+        self.evaluation = None  # EvalResult.to_dict()
+        self.task = None
+        self.charts_widget = None
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.NoFrame)
+        outer.addWidget(scroll)
+        body = QWidget()
+        scroll.setWidget(body)
+        lay = QVBoxLayout(body)
+        lay.setContentsMargins(28, 22, 28, 20)
+        lay.setSpacing(10)
+        lay.addWidget(widgets.page_header(
+            "Compare", "Measure both models on this computer: how big they are, how fast they load and answer, "
+            "and, with a labelled file, how often INT8 gives the same answer."))
+        self.model_label = widgets.label("No model yet: convert one first.", "section")
+        self.model_label.setAccessibleName("Model being compared")
+        lay.addWidget(self.model_label)
+
+        settings = widgets.Card()
+        row = QHBoxLayout()
+        self.batch = _spin(1, 256, 1, "Batch size")
+        self.seq_len = _spin(8, 4096, 128, "Sequence length")
+        self.runs = _spin(3, 10000, 30, "Runs")
+        self.threads = _spin(0, 256, int(window.threads() or 0), "Threads", "Auto")
+        for text, w in (("&Batch", self.batch), ("Sequence &length", self.seq_len), ("&Runs", self.runs),
+                        ("T&hreads", self.threads)):
+            lab = widgets.label(text)
+            lab.setBuddy(w)
+            row.addWidget(lab)
+            row.addWidget(w)
+            row.addSpacing(8)
+        row.addStretch(1)
+        self.bench_button = widgets.primary_button("Run &benchmark", "Run the benchmark")
+        self.bench_button.clicked.connect(self.run_benchmark)
+        row.addWidget(self.bench_button)
+        self.eval_button = widgets.button("&Evaluate on a file...", "Evaluate on a labelled file")
+        self.eval_button.clicked.connect(self.evaluate_clicked)
+        row.addWidget(self.eval_button)
+        self.report_button = widgets.button("Export &report...", "Export a report")
+        self.report_button.clicked.connect(self.export_clicked)
+        row.addWidget(self.report_button)
+        settings.body.addLayout(row)
+        p_row = QHBoxLayout()
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setAccessibleName("Measurement progress")
+        self.progress.setTextVisible(False)
+        self.progress.setFixedHeight(8)
+        self.progress.hide()
+        p_row.addWidget(self.progress, 1)
+        self.cancel_button = widgets.button("Cancel", "Cancel the measurement")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.hide()
+        p_row.addWidget(self.cancel_button)
+        settings.body.addLayout(p_row)
+        self.status = widgets.label("", "muted", wrap=True)
+        self.status.setAccessibleName("Compare status")
+        settings.body.addWidget(self.status)
+        lay.addWidget(settings)
+
+        self.headline = widgets.label("", "big", wrap=True)
+        self.headline.setAccessibleName("Headline")
+        self.headline.setStyleSheet("color: #2f7d6d;" if not widgets.is_dark() else "color: #7fc4b4;")
+        lay.addWidget(self.headline)
+
+        self.table = QTableWidget(0, 4)
+        self.table.setHorizontalHeaderLabels(["Measure", "FP32 (original)", "INT8 (small)", "INT8 vs FP32"])
+        self.table.setAccessibleName("Comparison table")
+        self.table.verticalHeader().hide()
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.setSelectionMode(QAbstractItemView.NoSelection)
+        self.table.setFocusPolicy(Qt.NoFocus)
+        self.table.setAlternatingRowColors(True)
+        self.table.setShowGrid(False)
+        self.table.verticalHeader().setDefaultSectionSize(30)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.Stretch)
+        header.setDefaultAlignment(Qt.AlignLeft | Qt.AlignVCenter)
+        lay.addWidget(self.table)
+
+        self.charts_holder = QWidget()
+        self.charts_layout = QVBoxLayout(self.charts_holder)
+        self.charts_layout.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.charts_holder)
+        lay.addStretch(1)
+        window.entry_changed.connect(self.set_entry)
+        self._update_buttons()
+        self._fill()
+
+    # --- state ------------------------------------------------------------------------------------------
+
+    @Slot(object)
+    def set_entry(self, entry) -> None:
+        if entry is not None and self.entry is not None and str(entry.path) == str(self.entry.path):
+            return
+        self.entry = entry
+        self.bench = self.evaluation = None
+        self.model_label.setText(f"{entry_label(entry)}" if entry else "No model yet: convert one first.")
+        self.status.setText("" if entry is None or entry.int8_dir is not None
+                            else "The accuracy guard kept this model in FP32 only; there is no INT8 copy to compare.")
+        self._fill()
+        self._update_buttons()
+
+    def running(self) -> bool:
+        return self.task is not None and self.task.running
+
+    def _update_buttons(self) -> None:
+        ok = self.entry is not None and self.entry.int8_dir is not None and not self.running()
+        self.bench_button.setEnabled(ok)
+        self.eval_button.setEnabled(ok)
+        self.report_button.setEnabled(self.entry is not None and not self.running())
+
+    def _start(self, fn, name: str, on_result, words: str) -> None:
+        self.progress.setValue(0)
+        self.progress.setRange(0, 0)
+        self.progress.show()
+        self.cancel_button.show()
+        self.cancel_button.setEnabled(True)
+        self.status.setText(words)
+        self.task = start_task(fn, self, name=name, on_progress=self._progress, on_result=on_result,
+                               on_error=self._failed, on_finished=self._finished)
+        self._update_buttons()
+
+    def _progress(self, p) -> None:
+        if p.fraction is None:
+            self.progress.setRange(0, 0)
+        else:
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(int(p.fraction * 1000))
+        if p.message:
+            self.status.setText(p.message)
+
+    def _finished(self) -> None:
+        self.progress.hide()
+        self.cancel_button.hide()
+        self._update_buttons()
+
+    def _failed(self, e) -> None:
+        if type(e).__name__ == "CancelledError":
+            self.status.setText("Cancelled.")
+            return
+        self.status.setText(f"Failed: {e}")
+        widgets.show_error(self, e)
+
+    @Slot()
+    def cancel(self) -> None:
+        if self.running():
+            self.task.cancel()
+            self.cancel_button.setEnabled(False)
+            self.status.setText("Cancelling…")
+
+    # --- benchmark --------------------------------------------------------------------------------------
+
+    @Slot()
+    def run_benchmark(self) -> None:
+        if self.entry is None or self.running():
+            return
+        entry = self.entry
+        batch, seq_len, runs = self.batch.value(), self.seq_len.value(), self.runs.value()
+        threads = self.threads.value() or None
+
+        def run(progress, cancel):
+            from app.core.bench import BenchConfig, benchmark
+            result = benchmark(entry, BenchConfig(batch=batch, seq_len=seq_len, runs=runs, threads=threads),
+                               progress=progress, cancel=cancel)
+            return result.to_dict()
+
+        self._start(run, "bench", self._benched, f"Measuring both models ({runs} runs each)…")
+
+    def _benched(self, data: dict) -> None:
+        self.bench = data
+        self.status.setText("Measured on this computer. Times vary a little from run to run.")
+        self._fill()
+
+    # --- evaluation -------------------------------------------------------------------------------------
+
+    @Slot()
+    def evaluate_clicked(self) -> None:
+        path = self.ask_data_file()
+        if path:
+            self.evaluate_file(Path(path))
+
+    def ask_data_file(self) -> str:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Evaluate on a labelled file", "",
+            "Labelled data (*.tsv *.csv *.jsonl *.json);;All files (*)")
+        return path
+
+    def evaluate_file(self, path: Path, limit: int | None = None) -> None:
+        if self.entry is None or self.running():
+            return
+        entry, threads = self.entry, self.threads.value() or None
+        cache = self.window.try_it.runners
+
+        def run(progress, cancel):
+            from app.core.eval import evaluate, load_data
+            from app.core.tasks.runner import Runner
+            data = load_data(Path(path))
+            key = str(entry.path)
+            if key not in cache:
+                cache[key] = (Runner.load(entry.fp32_dir, threads=threads), Runner.load(entry.int8_dir, threads=threads))
+            fp32, int8 = cache[key]
+            return evaluate(fp32, int8, data, limit=limit, progress=progress, cancel=cancel).to_dict()
+
+        self._start(run, "eval", self._evaluated, f"Evaluating both models on {Path(path).name}…")
+
+    def _evaluated(self, data: dict) -> None:
+        self.evaluation = data
+        self.status.setText(f"Evaluated on {data.get('examples')} examples of {Path(str(data.get('data'))).name}.")
+        self._fill()
+
+    # --- display ----------------------------------------------------------------------------------------
+
+    def _fill(self) -> None:
+        from app.core.report import comparison_rows, format_value, headline
+
+        rows = comparison_rows(self.bench, self.evaluation)
+        self.table.setRowCount(0)
+        for r in rows:
+            i = self.table.rowCount()
+            self.table.insertRow(i)
+            cells = (r["metric"], format_value(r["fp32"], r["unit"]), format_value(r["int8"], r["unit"]), r["ratio"])
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if col == 3:
+                    f = item.font()
+                    f.setBold(True)
+                    item.setFont(f)
+                self.table.setItem(i, col, item)
+        if not rows:
+            self.table.insertRow(0)
+            self.table.setItem(0, 0, QTableWidgetItem("Run the benchmark to fill this table." if self.entry
+                                                      else "Convert a model first."))
+        self.table.setFixedHeight(self.table.horizontalHeader().height() + 30 * self.table.rowCount() + 4)
+        self.headline.setText(headline(self.bench, self.evaluation))
+        self._charts()
+
+    def _charts(self) -> None:
+        if self.charts_widget is not None:
+            self.charts_layout.removeWidget(self.charts_widget)
+            self.charts_widget.deleteLater()
+            self.charts_widget = None
+        if not self.bench:
+            return
+        from app.gui.charts import comparison_charts
+
+        self.charts_widget = comparison_charts(self.bench)
+        self.charts_layout.addWidget(self.charts_widget)
+
+    # --- report -----------------------------------------------------------------------------------------
+
+    @Slot()
+    def export_clicked(self) -> None:
+        path = self.ask_report_path()
+        if path:
+            try:
+                html_path, json_path = self.export_report(Path(path))
+            except Exception as e:  # noqa: BLE001 - shown as a dialog
+                widgets.show_error(self, e, context="The report could not be written.")
+                return
+            self.status.setText(f"Report written: {html_path} and {json_path.name}")
+
+    def ask_report_path(self) -> str:
+        name = (str(self.entry.name).replace("/", "--") if self.entry else "model") + "-report.html"
+        path, _ = QFileDialog.getSaveFileName(self, "Export report", str(Path.home() / name),
+                                              "HTML report (*.html)")
+        return path
+
+    def report_data(self) -> dict:
+        from app.core.report import build_report
+        from app.gui.convert_page import folder_bytes
+
+        e = self.entry
+        try:
+            summary = e.summary()
+        except Exception:  # noqa: BLE001
+            summary = ""
+        model = {"name": str(e.name), "revision": e.revision, "task": e.task, "path": str(e.path),
+                 "summary": summary, "fp32_bytes": folder_bytes(e.fp32_dir), "int8_bytes": folder_bytes(e.int8_dir),
+                 "quantization": (e.manifest or {}).get("quantization")}
+        return build_report(model=model, bench=self.bench, evaluation=self.evaluation)
+
+    def export_report(self, path: Path) -> tuple[Path, Path]:
+        from app.core.report import write_reports
+        return write_reports(self.report_data(), path)

@@ -1,0 +1,350 @@
+"""Try it: FP32 and INT8 side by side — labels with probability bars, or the answer highlighted in the context."""
+
+from __future__ import annotations
+
+import html
+import logging
+
+from PySide6.QtCore import Qt, Slot
+from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QLineEdit, QPlainTextEdit, QScrollArea,
+                               QSplitter, QStackedWidget, QTextBrowser, QVBoxLayout, QWidget)
+
+from app.gui import widgets
+from app.gui.main_window import entry_label
+from app.gui.worker import start_task
+
+log = logging.getLogger(__name__)
+
+MAX_CARDS = 50
+SAMPLE_TEXT = ("What a wonderful, heartfelt film. I loved every minute.\n"
+               "The plot was dull and the acting even worse.")
+SAMPLE_CONTEXT = ("Pocket NLP converts Hugging Face models to ONNX without PyTorch. It then quantizes them to INT8, "
+                  "which makes them about four times smaller, and shows both versions side by side so you can see "
+                  "whether the small one still gives the same answers.")
+SAMPLE_QUESTION = "How much smaller are INT8 models?"
+
+
+def split_pair(line: str) -> tuple[str, str | None]:
+    """'text<TAB>pair' or 'text ||| pair' → (text, pair)."""
+    for sep in ("\t", " ||| "):
+        if sep in line:
+            a, b = line.split(sep, 1)
+            return a.strip(), b.strip()
+    return line.strip(), None
+
+
+def highlight(context: str, start: int, end: int, color: str) -> str:
+    if end <= start:
+        return f"<p>{html.escape(context)}</p>"
+    return (f"<p style='line-height: 140%'>{html.escape(context[:start])}<span style='background:{color}; color: #111; "
+            f"font-weight: 600'>{html.escape(context[start:end])}</span>{html.escape(context[end:])}</p>")
+
+
+class ResultCard(widgets.Card):
+    """One input and the two models' labels side by side."""
+
+    def __init__(self, text: str, fp32, int8, parent=None):
+        super().__init__(parent)
+        agree = int8 is None or fp32.label == int8.label
+        top = QHBoxLayout()
+        shown = text if len(text) < 160 else text[:157] + "…"
+        t = widgets.label(f"“{shown}”", wrap=True, selectable=True)
+        top.addWidget(t, 1)
+        badge = widgets.label("Same answer" if agree else "Different answers")
+        badge.setStyleSheet(f"color: white; background: {'#2f7d6d' if agree else '#b5472f'}; border-radius: 9px;"
+                            " padding: 2px 10px; font-weight: 600;")
+        badge.setAccessibleName("Agreement")
+        top.addWidget(badge, 0, Qt.AlignTop)
+        self.body.addLayout(top)
+        grid = QGridLayout()
+        grid.setHorizontalSpacing(28)
+        for col, (name, result, color) in enumerate((("FP32 (original)", fp32, widgets.FP32_COLOR),
+                                                     ("INT8 (small)", int8, widgets.INT8_COLOR))):
+            head = widgets.label()
+            if result is None:
+                head.setText(f"<b>{name}</b>: not kept")
+                grid.addWidget(head, 0, col)
+                continue
+            head.setText(f"<span style='color:{color}'>■</span> <b>{name}</b> · {html.escape(result.label)} · "
+                         f"{result.latency_ms:.1f} ms")
+            head.setAccessibleName(f"{name} result")
+            grid.addWidget(head, 0, col)
+            bars = widgets.ProbabilityBars(color)
+            bars.set_scores([(s.label, s.score) for s in result.scores])
+            grid.addWidget(bars, 1, col)
+        grid.setColumnStretch(0, 1)
+        grid.setColumnStretch(1, 1)
+        self.body.addLayout(grid)
+
+
+class TryPage(QWidget):
+    def __init__(self, window):
+        super().__init__()
+        self.window = window
+        self.entry = None
+        self.runners: dict[str, tuple] = {}  # entry path → (fp32 runner, int8 runner or None)
+        self.task = None
+        self.last_results = None
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(28, 22, 28, 20)
+        lay.setSpacing(10)
+        lay.addWidget(widgets.page_header(
+            "Try it", "Type your own examples and see the original (FP32) and the small (INT8) model answer "
+            "side by side, with how long each took."))
+        row = QHBoxLayout()
+        row.addWidget(widgets.label("Model:"))
+        self.model_combo = QComboBox()
+        self.model_combo.setAccessibleName("Converted model to try")
+        self.model_combo.setMinimumWidth(420)
+        self.model_combo.activated.connect(self._combo_picked)
+        row.addWidget(self.model_combo)
+        self.model_info = widgets.label("", "muted")
+        row.addWidget(self.model_info, 1)
+        lay.addLayout(row)
+
+        self.modes = QStackedWidget()
+        # 0: nothing yet
+        empty = QWidget()
+        e_lay = QVBoxLayout(empty)
+        self.empty_label = widgets.label("No converted model yet. Convert one on the “Choose model” page, or pick "
+                                         "one above.", "muted", wrap=True)
+        e_lay.addWidget(self.empty_label)
+        e_lay.addStretch(1)
+        self.modes.addWidget(empty)
+        # 1: classification
+        cls = QWidget()
+        c_lay = QVBoxLayout(cls)
+        c_lay.setContentsMargins(0, 0, 0, 0)
+        split = QSplitter(Qt.Vertical)
+        top = QWidget()
+        t_lay = QVBoxLayout(top)
+        t_lay.setContentsMargins(0, 0, 0, 0)
+        t_lay.addWidget(widgets.label("Text, one example per line. For sentence pairs put a tab (or ' ||| ') "
+                                      "between the two.", "muted", wrap=True))
+        self.text_edit = QPlainTextEdit(SAMPLE_TEXT)
+        self.text_edit.setAccessibleName("Texts to classify")
+        self.text_edit.setTabChangesFocus(True)
+        t_lay.addWidget(self.text_edit, 1)
+        c_row = QHBoxLayout()
+        self.classify_button = widgets.primary_button("&Classify", "Classify the texts")
+        self.classify_button.setShortcut("Ctrl+Return")
+        self.classify_button.clicked.connect(self.classify)
+        c_row.addWidget(self.classify_button)
+        self.cls_status = widgets.label("", "muted", wrap=True)
+        c_row.addWidget(self.cls_status, 1)
+        t_lay.addLayout(c_row)
+        split.addWidget(top)
+        self.results_area = QScrollArea()
+        self.results_area.setWidgetResizable(True)
+        self.results_area.setAccessibleName("Results")
+        self.results_holder = QWidget()
+        self.results_layout = QVBoxLayout(self.results_holder)
+        self.results_layout.setContentsMargins(0, 0, 8, 0)
+        self.results_layout.addStretch(1)
+        self.results_area.setWidget(self.results_holder)
+        split.addWidget(self.results_area)
+        split.setSizes([200, 420])
+        c_lay.addWidget(split)
+        self.modes.addWidget(cls)
+        # 2: question answering
+        qa = QWidget()
+        q_lay = QVBoxLayout(qa)
+        q_lay.setContentsMargins(0, 0, 0, 0)
+        q_lay.addWidget(widgets.label("Context: the text the answer comes from", "muted"))
+        self.context_edit = QPlainTextEdit(SAMPLE_CONTEXT)
+        self.context_edit.setAccessibleName("Context")
+        self.context_edit.setTabChangesFocus(True)
+        self.context_edit.setMaximumHeight(150)
+        q_lay.addWidget(self.context_edit)
+        q_row = QHBoxLayout()
+        self.question_edit = QLineEdit(SAMPLE_QUESTION)
+        self.question_edit.setAccessibleName("Question")
+        self.question_edit.setPlaceholderText("Ask a question about the context")
+        self.question_edit.returnPressed.connect(self.answer)
+        q_row.addWidget(widgets.label("Question:"))
+        q_row.addWidget(self.question_edit, 1)
+        self.answer_button = widgets.primary_button("&Answer", "Answer the question")
+        self.answer_button.clicked.connect(self.answer)
+        q_row.addWidget(self.answer_button)
+        q_lay.addLayout(q_row)
+        self.qa_status = widgets.label("", "muted", wrap=True)
+        q_lay.addWidget(self.qa_status)
+        answers = QHBoxLayout()
+        self.answer_views = {}
+        for key, name, color in (("fp32", "FP32 (original)", widgets.FP32_COLOR),
+                                 ("int8", "INT8 (small)", widgets.INT8_COLOR)):
+            card = widgets.Card()
+            head = widgets.label(f"<span style='color:{color}'>■</span> <b>{name}</b>")
+            card.body.addWidget(head)
+            answer = widgets.label("", "big", wrap=True, selectable=True)
+            answer.setAccessibleName(f"{name} answer")
+            card.body.addWidget(answer)
+            meta = widgets.label("", "muted")
+            card.body.addWidget(meta)
+            view = QTextBrowser()
+            view.setAccessibleName(f"{name} answer in the context")
+            view.setOpenLinks(False)
+            card.body.addWidget(view, 1)
+            answers.addWidget(card, 1)
+            self.answer_views[key] = (answer, meta, view)
+        q_lay.addLayout(answers, 1)
+        self.modes.addWidget(qa)
+        lay.addWidget(self.modes, 1)
+
+        window.entry_changed.connect(self.set_entry)
+        window.entries_changed.connect(self._entries_changed)
+
+    # --- model --------------------------------------------------------------------------------------------
+
+    def _entries_changed(self, entries) -> None:
+        self.model_combo.clear()
+        for e in entries:
+            self.model_combo.addItem(f"{entry_label(e)}  ({str(e.task).replace('-', ' ')})", e)
+        if not entries:
+            self.model_combo.addItem("No converted models yet")
+        self._select_in_combo()
+        if self.entry is None and entries and self.window.entry is None:
+            self.window.set_entry(entries[0])
+
+    def _select_in_combo(self) -> None:
+        if self.entry is None:
+            return
+        for i in range(self.model_combo.count()):
+            e = self.model_combo.itemData(i)
+            if e is not None and str(e.path) == str(self.entry.path):
+                self.model_combo.setCurrentIndex(i)
+                return
+
+    def _combo_picked(self, index: int) -> None:
+        e = self.model_combo.itemData(index)
+        if e is not None:
+            self.window.set_entry(e)
+
+    @Slot(object)
+    def set_entry(self, entry) -> None:
+        self.entry = entry
+        if entry is None:
+            self.modes.setCurrentIndex(0)
+            self.model_info.setText("")
+            return
+        self._select_in_combo()
+        self.modes.setCurrentIndex(2 if entry.task == "question-answering" else 1)
+        self.model_info.setText("INT8 not kept (accuracy guard): FP32 only" if entry.int8_dir is None else "")
+        self._clear_results()
+
+    def _with_runners(self, fn):
+        """Run fn(fp32, int8) in a worker, loading (and caching) the two runners first."""
+        entry, cache, threads = self.entry, self.runners, self.window.threads()
+        key = str(entry.path)
+
+        def run(progress, cancel):
+            if key not in cache:
+                from app.core.tasks.runner import Runner
+                fp32 = Runner.load(entry.fp32_dir, threads=threads)
+                int8 = Runner.load(entry.int8_dir, threads=threads) if entry.int8_dir is not None else None
+                cache[key] = (fp32, int8)
+            return fn(*cache[key])
+
+        return run
+
+    def _busy(self) -> bool:
+        return self.task is not None and self.task.running
+
+    # --- classification -----------------------------------------------------------------------------------
+
+    @Slot()
+    def classify(self) -> None:
+        if self.entry is None or self._busy():
+            return
+        lines = [line for line in self.text_edit.toPlainText().splitlines() if line.strip()]
+        if not lines:
+            self.cls_status.setText("Type at least one line of text.")
+            return
+        pairs = [split_pair(line) for line in lines]
+        texts = [a for a, _ in pairs]
+        text_pairs = [b or "" for _, b in pairs] if any(b for _, b in pairs) else None
+
+        def work(fp32, int8):
+            a = fp32.classify(texts, text_pairs)
+            b = int8.classify(texts, text_pairs) if int8 is not None else [None] * len(a)
+            return lines, a, b
+
+        self.classify_button.setEnabled(False)
+        self.cls_status.setText(f"Classifying {len(lines)} example{'s' if len(lines) > 1 else ''}…")
+        self.task = start_task(self._with_runners(work), self, name="classify", on_result=self._classified,
+                               on_error=self._failed, on_finished=lambda: self.classify_button.setEnabled(True))
+
+    def _clear_results(self) -> None:
+        while self.results_layout.count() > 1:
+            item = self.results_layout.takeAt(0)
+            if item.widget():
+                item.widget().deleteLater()
+        self.cls_status.setText("")
+        self.qa_status.setText("")
+        for answer, meta, view in self.answer_views.values():
+            answer.setText("")
+            meta.setText("")
+            view.clear()
+
+    def _classified(self, out) -> None:
+        lines, a, b = out
+        self.last_results = out
+        self._clear_results()
+        for i, (text, r32, r8) in enumerate(zip(lines, a, b)):
+            if i >= MAX_CARDS:
+                break
+            self.results_layout.insertWidget(i, ResultCard(text, r32, r8))
+        same = sum(1 for r32, r8 in zip(a, b) if r8 is None or r32.label == r8.label)
+        ms32 = sum(r.latency_ms for r in a) / len(a)
+        words = [f"INT8 gives the same label on {same} of {len(a)}."]
+        if b and b[0] is not None:
+            ms8 = sum(r.latency_ms for r in b) / len(b)
+            words.append(f"Average time: FP32 {ms32:.1f} ms, INT8 {ms8:.1f} ms per example.")
+        if len(a) > MAX_CARDS:
+            words.append(f"Showing the first {MAX_CARDS}.")
+        self.cls_status.setText(" ".join(words))
+
+    # --- question answering -------------------------------------------------------------------------------
+
+    @Slot()
+    def answer(self) -> None:
+        if self.entry is None or self._busy():
+            return
+        question, context = self.question_edit.text().strip(), self.context_edit.toPlainText()
+        if not question or not context.strip():
+            self.qa_status.setText("Give both a context and a question.")
+            return
+
+        def work(fp32, int8):
+            a = fp32.answer(question, context)
+            b = int8.answer(question, context) if int8 is not None else []
+            return context, (a[0] if a else None), (b[0] if b else None)
+
+        self.answer_button.setEnabled(False)
+        self.qa_status.setText("Reading the context…")
+        self.task = start_task(self._with_runners(work), self, name="answer", on_result=self._answered,
+                               on_error=self._failed, on_finished=lambda: self.answer_button.setEnabled(True))
+
+    def _answered(self, out) -> None:
+        context, a, b = out
+        self.last_results = out
+        for key, ans, color in (("fp32", a, "#a9c4ee"), ("int8", b, "#f5c39e")):
+            answer, meta, view = self.answer_views[key]
+            if ans is None:
+                answer.setText("–" if key == "int8" and self.entry.int8_dir is None else "(no answer)")
+                meta.setText("")
+                view.setHtml(highlight(context, 0, 0, color))
+                continue
+            answer.setText(ans.text or "(no answer in the context)")
+            meta.setText(f"score {ans.score:.3f} · {ans.latency_ms:.1f} ms")
+            view.setHtml(highlight(context, ans.start, ans.end, color))
+        if a is not None and b is not None:
+            self.qa_status.setText("Both models give the same answer." if a.text == b.text
+                                   else "The two models give different answers.")
+        else:
+            self.qa_status.setText("")
+
+    def _failed(self, e) -> None:
+        self.cls_status.setText("")
+        self.qa_status.setText("")
+        widgets.show_error(self, e)

@@ -1,0 +1,290 @@
+"""The desktop app, offscreen: the worker pattern, navigation, Choose model, errors, settings (no network)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QSettings, Qt, QThread  # noqa: E402
+from PySide6.QtWidgets import QAbstractButton, QApplication, QComboBox, QLineEdit, QPlainTextEdit  # noqa: E402
+
+from app.core.progress import Progress, report  # noqa: E402
+
+
+@pytest.fixture
+def settings(tmp_path):
+    s = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    yield s
+    s.sync()
+
+
+@pytest.fixture
+def window(qtbot, settings):
+    from app.gui.main_window import MainWindow
+    from app.gui.widgets import apply_theme
+
+    apply_theme(QApplication.instance(), "light")
+    w = MainWindow(settings)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    from app.gui.worker import stop_all
+    stop_all()
+
+
+def error_dialogs(widget):
+    from app.gui.widgets import ErrorDialog
+    return [d for d in widget.window().findChildren(ErrorDialog) if d.isVisible()]
+
+
+# --- the worker pattern ---------------------------------------------------------------------------------------
+
+def test_worker_runs_off_the_gui_thread_and_calls_back_on_it(qtbot):
+    from app.gui.worker import start_task
+
+    gui = QThread.currentThread()
+    seen = {"progress": [], "threads": set()}
+
+    def fn(progress, cancel):
+        seen["worker"] = threading.current_thread()
+        for i in range(5):
+            report(progress, "export", i + 1, 5, f"step {i + 1}")
+        return 42
+
+    def on_progress(p):
+        seen["progress"].append(p)
+        seen["threads"].add(QThread.currentThread() is gui)
+
+    results = []
+    task = start_task(fn, None, on_result=results.append, on_progress=on_progress)
+    qtbot.waitUntil(lambda: not task.running, timeout=5000)
+    assert results == [42]
+    assert seen["worker"] is not threading.main_thread()
+    assert seen["threads"] == {True}  # callbacks ran on the GUI thread
+    assert seen["progress"][-1].done == 5  # the last step of a stage is never throttled away
+
+
+def test_worker_error_and_cancel(qtbot):
+    from app.core.errors import CancelledError, ModelNotFoundError
+    from app.core.progress import check_cancel
+    from app.gui.worker import start_task
+
+    errors = []
+    task = start_task(lambda progress, cancel: (_ for _ in ()).throw(ModelNotFoundError("nope")), None,
+                      on_error=errors.append)
+    qtbot.waitUntil(lambda: not task.running, timeout=5000)
+    assert isinstance(errors[0], ModelNotFoundError)
+
+    started = threading.Event()
+
+    def slow(progress, cancel):
+        started.set()
+        for _ in range(500):
+            check_cancel(cancel)
+            cancel.wait(0.01)
+        return "not cancelled"
+
+    errors.clear()
+    task = start_task(slow, None, on_error=errors.append)
+    qtbot.waitUntil(started.is_set, timeout=5000)
+    task.cancel()
+    qtbot.waitUntil(lambda: not task.running, timeout=2000)
+    assert isinstance(errors[0], CancelledError)
+
+
+def test_progress_bridge_throttles_but_keeps_stage_changes(qtbot):
+    from app.gui.worker import ProgressBridge
+
+    bridge = ProgressBridge(interval=10.0)
+    got = []
+    bridge.progressed.connect(got.append)
+    for i in range(100):
+        bridge(Progress("download", i, 1000, unit="B"))
+    bridge(Progress("export", 0, 3))
+    bridge(Progress("export", 3, 3))
+    assert [p.stage for p in got] == ["download", "export", "export"]
+
+
+# --- the window -------------------------------------------------------------------------------------------------
+
+def test_pages_and_keyboard_navigation(window, qtbot):
+    from app.gui.main_window import PAGES
+
+    assert window.current_page_name() == "Choose model"
+    for i, name in enumerate(PAGES, start=1):
+        qtbot.keyClick(window, Qt.Key(Qt.Key_0 + i), Qt.ControlModifier)
+        assert window.current_page_name() == name
+    window.show_page("Compare")
+    assert window.stack.currentWidget() is window.compare
+
+
+def test_every_control_has_an_accessible_name(window):
+    missing = []
+    for page in (window.choose, window.convert, window.try_it, window.compare, window.library):
+        for w in [w for kind in (QAbstractButton, QLineEdit, QPlainTextEdit, QComboBox)
+                  for w in page.findChildren(kind)]:
+            if type(w).__name__ == "QToolButton":  # Qt's own: line-edit clear buttons, tab scrollers
+                continue
+            if not w.accessibleName() and not (isinstance(w, QAbstractButton) and w.text()):
+                missing.append(f"{type(page).__name__}: {type(w).__name__} {w.objectName()}")
+    # Qt's own internals (spin box line edits, scroll bar buttons) have no name; ours all do
+    missing = [m for m in missing if "qt_" not in m]
+    assert not missing, missing
+
+
+def test_curated_models_are_listed_and_fill_the_model_box(window):
+    from app.gui.choose_page import load_curated
+
+    curated = load_curated()
+    assert len(curated) >= 5 and {m["task"] for m in curated} == {"text-classification", "question-answering"}
+    table = window.choose.curated_table
+    assert table.rowCount() == len(curated)
+    table.selectRow(0)
+    assert window.choose.model_edit.text() == curated[0]["id"]
+
+
+def test_bad_model_id_shows_a_dialog_and_the_app_stays_usable(window, qtbot):
+    choose = window.choose
+    choose.model_edit.setText("nobody/no-such-model-xyz")  # offline in tests: not cached → OfflineError
+    qtbot.mouseClick(choose.convert_button, Qt.LeftButton)
+    assert window.current_page_name() == "Convert"
+    qtbot.waitUntil(lambda: bool(error_dialogs(window)), timeout=20000)
+    dialog = error_dialogs(window)[0]
+    assert "nobody/no-such-model-xyz" in dialog.message.text()
+    assert not dialog.details.isVisible()
+    dialog.toggle.click()
+    assert dialog.details.isVisible() and "Traceback" in dialog.details.toPlainText()
+    dialog.accept()
+    assert not window.convert.running()
+    assert "failed" in window.convert.status.text().lower()
+    # still usable: a malformed id is refused at once, with another dialog
+    window.show_page("Choose model")
+    choose.model_edit.setText("not a model id !!")
+    qtbot.keyClick(choose.model_edit, Qt.Key_Return)
+    qtbot.waitUntil(lambda: bool(error_dialogs(window)), timeout=5000)
+    error_dialogs(window)[0].accept()
+    assert choose.convert_button.isEnabled()
+
+
+def test_hub_search_results_show_what_can_be_converted(window, qtbot, monkeypatch):
+    from app.core import hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    window.choose.update_offline()
+    calls = []
+
+    def fake_search(query, task="text-classification", limit=30, **kw):
+        calls.append((query, task))
+        return [hub.HubModel("org/good", task, 12345, convertible=True, architecture="BertForSequenceClassification"),
+                hub.HubModel("org/pickle", task, 99, convertible=False, reason="no safetensors weights")]
+
+    monkeypatch.setattr(hub, "search_models", fake_search)
+    choose = window.choose
+    choose.tabs.setCurrentIndex(1)
+    choose.task_combo.setCurrentIndex(1)
+    choose.search_edit.setText("squad")
+    qtbot.keyClick(choose.search_edit, Qt.Key_Return)
+    qtbot.waitUntil(lambda: choose.search_table.rowCount() == 2, timeout=5000)
+    assert calls == [("squad", "question-answering")]
+    assert choose.search_table.item(0, 2).text() == "12,345"
+    assert choose.search_table.item(1, 3).text() == "No: no safetensors weights"
+    assert "1 can be converted" in choose.search_status.text()
+    choose.search_table.selectRow(0)
+    assert choose.model_edit.text() == "org/good"
+
+
+def test_offline_mode_says_so_once_and_offers_local_models(window):
+    choose = window.choose  # tests run with HF_HUB_OFFLINE=1
+    assert choose.banner.isVisible() and "offline" in choose.banner.text.text().lower()
+    assert not choose.search_button.isEnabled()
+    assert choose.tabs.currentIndex() == 2
+
+
+def test_search_models_translates_hub_listing(monkeypatch):
+    from types import SimpleNamespace
+
+    import huggingface_hub
+
+    from app.core import hub
+    from app.core.errors import OfflineError
+
+    with pytest.raises(OfflineError):
+        hub.search_models("x")  # HF_HUB_OFFLINE=1 in tests
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    seen = {}
+
+    def fake_list(self, **kw):
+        seen.update(kw)
+        return iter([SimpleNamespace(id="a/bert", pipeline_tag="text-classification", downloads=10, likes=1,
+                                     tags=["safetensors", "bert"], gated=False,
+                                     config={"architectures": ["BertForSequenceClassification"]}),
+                     SimpleNamespace(id="b/gpt", pipeline_tag="text-classification", downloads=5, likes=0,
+                                     tags=["safetensors"], gated=False,
+                                     config={"architectures": ["GPT2ForSequenceClassification"]}),
+                     SimpleNamespace(id="c/old", pipeline_tag="text-classification", downloads=1, likes=0,
+                                     tags=["pytorch"], gated=False, safetensors=None,
+                                     config={"architectures": ["BertForSequenceClassification"]})])
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_models", fake_list)
+    hits = hub.search_models("sentiment", "text-classification", limit=3)
+    assert seen["search"] == "sentiment" and seen["pipeline_tag"] == "text-classification"
+    assert seen["sort"] == "downloads" and seen["limit"] == 3
+    assert [h.convertible for h in hits] == [True, False, False]
+    assert "GPT2" in hits[1].reason and "safetensors" in hits[2].reason
+    with pytest.raises(ValueError, match="task"):
+        hub.search_models("x", "translation")
+
+
+def test_settings_and_recent_models_persist(qtbot, settings, tmp_path):
+    from app.gui.main_window import MainWindow
+    from app.gui.settings_dialog import SettingsDialog
+
+    w = MainWindow(settings)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    w.add_recent("org/a")
+    w.add_recent("org/b")
+    w.add_recent("org/a")
+    w.resize(1111, 777)
+    dialog = SettingsDialog(settings, w)
+    dialog.threads.setValue(3)
+    dialog.store.setText(str(tmp_path / "store"))
+    dialog.theme.setCurrentText("Dark")
+    dialog._save()
+    w.close()
+    again = MainWindow(QSettings(settings.fileName(), QSettings.IniFormat))
+    qtbot.addWidget(again)
+    again.show()
+    assert again.recent() == ["org/a", "org/b"]
+    assert again.threads() == 3
+    geometry = again.settings.value("window/geometry")
+    assert geometry is not None and again.restoreGeometry(geometry)  # (offscreen clamps sizes to its 800x600 screen)
+    assert again.choose.recent_combo.count() == 2
+    import os
+    assert os.environ["POCKET_NLP_HOME"] == str(tmp_path / "store")
+
+
+def test_dark_theme_applies(qtbot):
+    from app.gui.widgets import apply_theme, is_dark
+
+    app = QApplication.instance()
+    assert apply_theme(app, "dark") == "dark" and is_dark()
+    assert apply_theme(app, "light") == "light" and not is_dark()
+
+
+def test_gui_package_imports_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = ("import sys; import app.gui, app.gui.main_window, app.gui.worker, app.gui.choose_page, "
+            "app.gui.convert_page, app.gui.try_page, app.gui.compare_page, app.gui.library_page; "
+            "heavy = [m for m in ('onnxruntime', 'onnx', 'huggingface_hub', 'torch', 'transformers', "
+            "'app.core.export', 'app.core.quantize', 'app.core.store', 'PySide6.QtCharts') if m in sys.modules]; "
+            "print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""

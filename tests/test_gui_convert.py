@@ -1,0 +1,231 @@
+"""The whole path through the desktop app with tiny fixture models: convert, cancel, try it, compare, report."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+import types
+from dataclasses import dataclass, field
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QSettings, Qt  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+store = pytest.importorskip("app.core.store")
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    from app.gui.main_window import MainWindow
+    from app.gui.widgets import apply_theme
+
+    apply_theme(QApplication.instance(), "light")
+    w = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat))
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    from app.gui.worker import stop_all
+    stop_all()
+
+
+def error_dialogs(w):
+    from app.gui.widgets import ErrorDialog
+    return [d for d in w.findChildren(ErrorDialog) if d.isVisible()]
+
+
+def convert_through_gui(window, qtbot, folder):
+    window.choose.model_edit.setText(str(folder))
+    qtbot.mouseClick(window.choose.convert_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: window.convert.summary.isVisible() or bool(error_dialogs(window)), timeout=120000)
+    assert not error_dialogs(window), error_dialogs(window)[0].message.text()
+    return window.convert.entry
+
+
+def test_convert_classification_then_try_it(window, qtbot, tiny_models):
+    folder = tiny_models("bert", "sequence-classification")
+    entry = convert_through_gui(window, qtbot, folder)
+    page = window.convert
+    assert entry is not None and entry.fp32_dir.is_dir()
+    assert store.list_entries()[0].path == entry.path
+    assert [page.steps[k].state for k in ("download", "export", "quantize", "validate")] == \
+        ["skipped", "done", "done", "done"]
+    assert page.overall.value() == 1000
+    assert "smaller" in page.summary.headline.text() or "FP32" in page.summary.headline.text()
+    assert page.log.toPlainText().count("\n") >= 2
+    assert window.entry == entry and str(folder) in window.recent()
+    # the library and the Try it picker hear about it
+    qtbot.waitUntil(lambda: window.library.table.rowCount() == 1, timeout=10000)
+
+    qtbot.mouseClick(page.try_button, Qt.LeftButton)
+    assert window.current_page_name() == "Try it"
+    try_it = window.try_it
+    assert try_it.modes.currentIndex() == 1
+    try_it.text_edit.setPlainText("hello world\nthe movie was bad\nfirst part\tsecond part")
+    qtbot.mouseClick(try_it.classify_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: try_it.last_results is not None, timeout=30000)
+    lines, fp32, int8 = try_it.last_results
+    assert len(lines) == len(fp32) == 3
+    assert try_it.results_layout.count() == 4  # three cards and the stretch
+    assert "same label on" in try_it.cls_status.text()
+    assert all(r.label in entry.manifest["spec"]["labels"] for r in fp32)
+
+
+def test_cancel_part_way_leaves_the_store_unchanged(window, qtbot, tiny_models, monkeypatch):
+    import app.core.quantize as quantize
+
+    folder = tiny_models("bert", "sequence-classification")
+    root = store.store_root()
+    before = sorted(p.name for p in root.iterdir()) if root.exists() else []
+    reached = threading.Event()
+    original = quantize.quantize_model
+
+    def slow_quantize(*args, cancel=None, **kwargs):  # park the worker in the middle of the conversion
+        reached.set()
+        cancel.wait(20)
+        return original(*args, cancel=cancel, **kwargs)
+
+    monkeypatch.setattr(quantize, "quantize_model", slow_quantize)
+    window.choose.model_edit.setText(str(folder))
+    qtbot.mouseClick(window.choose.convert_button, Qt.LeftButton)
+    qtbot.waitUntil(reached.is_set, timeout=60000)
+    assert window.convert.running() and not window.choose.convert_button.isEnabled()
+    start = time.monotonic()
+    qtbot.mouseClick(window.convert.cancel_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: not window.convert.running(), timeout=5000)
+    assert time.monotonic() - start < 2.0
+    assert "Cancelled" in window.convert.status.text()
+    assert not error_dialogs(window)
+    after = sorted(p.name for p in root.iterdir()) if root.exists() else []
+    assert [n for n in after if not n.endswith(".lock")] == [n for n in before if not n.endswith(".lock")]
+    assert store.list_entries() == []
+    assert window.choose.convert_button.isEnabled()
+
+
+def test_question_answering_highlights_the_answer(window, qtbot, tiny_models):
+    entry = convert_through_gui(window, qtbot, tiny_models("bert", "question-answering"))
+    window.show_page("Try it")
+    try_it = window.try_it
+    assert try_it.modes.currentIndex() == 2
+    try_it.context_edit.setPlainText("the cat sat on the mat in the house of the dog")
+    try_it.question_edit.setText("where did the cat sit")
+    qtbot.keyClick(try_it.question_edit, Qt.Key_Return)
+    qtbot.waitUntil(lambda: try_it.last_results is not None, timeout=30000)
+    context, a, b = try_it.last_results
+    assert a is not None and context[a.start:a.end] == a.text
+    answer, meta, view = try_it.answer_views["fp32"]
+    assert "ms" in meta.text()
+    if a.text:
+        assert "background" in view.toHtml() and a.text.split()[0] in view.toPlainText()
+    assert entry.task == "question-answering"
+
+
+@dataclass(frozen=True)
+class _Side:
+    file_bytes: int
+    load_ms: float
+    memory_bytes: int
+    p50_ms: float
+    p95_ms: float
+    throughput: float
+    latencies_ms: tuple = field(default=())
+
+    def to_dict(self):
+        return dict(self.__dict__, latencies_ms=list(self.latencies_ms))
+
+
+def _fake_bench_module(calls):
+    """The agreed app.core.bench contract, for when the real module is not there yet."""
+    mod = types.ModuleType("app.core.bench")
+
+    @dataclass(frozen=True)
+    class BenchConfig:
+        batch: int = 1
+        seq_len: int = 128
+        runs: int = 30
+        threads: int | None = None
+
+    class BenchResult:
+        def __init__(self, config):
+            self.config = config
+            self.fp32 = _Side(4_000_000, 80, 30_000_000, 8.0, 9.5, 125, tuple(8 + i * 0.05 for i in range(30)))
+            self.int8 = _Side(1_000_000, 40, 12_000_000, 3.5, 4.0, 285, tuple(3.4 + i * 0.02 for i in range(30)))
+
+        def to_dict(self):
+            return {"config": dict(self.config.__dict__), "fp32": self.fp32.to_dict(), "int8": self.int8.to_dict()}
+
+    def benchmark(entry, config=BenchConfig(), *, progress=None, cancel=None):
+        from app.core.progress import report
+        calls.append(config)
+        for i in range(config.runs):
+            report(progress, "bench", i + 1, config.runs, f"run {i + 1}")
+        return BenchResult(config)
+
+    mod.BenchConfig, mod.BenchResult, mod.benchmark = BenchConfig, BenchResult, benchmark
+    return mod
+
+
+def test_compare_fills_table_charts_and_writes_a_readable_report(window, qtbot, tiny_models, tmp_path, monkeypatch):
+    entry = convert_through_gui(window, qtbot, tiny_models("bert", "sequence-classification"))
+    calls = []
+    try:
+        import app.core.bench  # noqa: F401
+        real = True
+    except ImportError:
+        monkeypatch.setitem(sys.modules, "app.core.bench", _fake_bench_module(calls))
+        real = False
+    window.show_page("Compare")
+    compare = window.compare
+    assert compare.entry == entry and compare.bench_button.isEnabled()
+    compare.runs.setValue(5)
+    compare.seq_len.setValue(16)
+    qtbot.mouseClick(compare.bench_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: compare.bench is not None or bool(error_dialogs(window)), timeout=60000)
+    assert not error_dialogs(window)
+    if not real:
+        assert calls[0].runs == 5 and calls[0].seq_len == 16
+        assert compare.headline.text().startswith("4.0x smaller, 2.3x faster")
+    metrics = [compare.table.item(r, 0).text() for r in range(compare.table.rowCount())]
+    assert metrics[:5] == ["File size", "Load time", "Memory", "Latency p50", "Latency p95"]
+    assert compare.charts_widget is not None
+
+    labels = entry.manifest["spec"]["labels"]
+    data = tmp_path / "dev.tsv"
+    data.write_text("sentence\tlabel\n" + "".join(f"example number {i} here\t{labels[i % len(labels)]}\n"
+                                                  for i in range(12)), encoding="utf-8")
+    compare.evaluate_file(data)
+    qtbot.waitUntil(lambda: compare.evaluation is not None or bool(error_dialogs(window)), timeout=60000)
+    assert not error_dialogs(window)
+    metrics = [compare.table.item(r, 0).text() for r in range(compare.table.rowCount())]
+    assert "Same answer as FP32" in metrics and "Accuracy" in metrics
+
+    html_path, json_path = compare.export_report(tmp_path / "out" / "report.html")
+    page = html_path.read_text(encoding="utf-8")
+    assert "<svg" in page and "FP32" in page and str(entry.name) in page and "<script" not in page
+    report = json.loads(json_path.read_text(encoding="utf-8"))
+    assert report["model"]["name"] == entry.name
+    assert report["evaluation"]["examples"] == 12 and report["bench"]["fp32"]["p50_ms"] > 0
+
+
+def test_library_reopens_and_deletes(window, qtbot, tiny_models, monkeypatch):
+    from app.gui import widgets
+
+    entry = convert_through_gui(window, qtbot, tiny_models("bert", "sequence-classification"))
+    library = window.library
+    qtbot.waitUntil(lambda: library.table.rowCount() == 1, timeout=10000)
+    window.show_page("Library")
+    library.select(0)
+    qtbot.mouseClick(library.compare_button, Qt.LeftButton)
+    assert window.current_page_name() == "Compare"
+    window.show_page("Library")
+    library.select(0)
+    monkeypatch.setattr(widgets, "confirm", lambda *a: True)
+    qtbot.mouseClick(library.delete_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: library.table.rowCount() == 0, timeout=10000)
+    assert not entry.path.exists() and window.entry is None
+    assert library.empty.isVisible()
