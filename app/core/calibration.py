@@ -143,8 +143,19 @@ QA_EXAMPLES = (
 )
 
 
+def with_fragments(sentences) -> list[str]:
+    """Sentences plus their halves and middles: fragments sit near decision boundaries, where INT8 flips first."""
+    out = list(sentences)
+    for s in sentences:
+        words = s.split()
+        if len(words) >= 6:
+            n = len(words)
+            out += [" ".join(words[: n // 2]), " ".join(words[n // 2:]), " ".join(words[n // 4: 3 * n // 4])]
+    return out
+
+
 def build_calibration(folder, spec, *, texts: list[str] | None = None, pairs: list[str] | None = None,
-                      qa: list[tuple[str, str]] | None = None, description: str = "", batch_size: int = 16,
+                      qa: list[tuple[str, str]] | None = None, description: str = "", batch_size: int = 1,
                       max_length: int = 256):
     """Tokenized calibration batches for the model in `folder` (built-in data unless texts/qa are given)."""
     from app.core.quantize import Calibration
@@ -158,9 +169,9 @@ def build_calibration(folder, spec, *, texts: list[str] | None = None, pairs: li
         truncation = "only_second"
         description = description or f"built-in, {len(qa)} questions"
     else:
-        firsts, seconds = list(texts or SENTENCES), pairs
+        firsts, seconds = list(texts or with_fragments(SENTENCES)), pairs
         truncation = "longest_first"
-        description = description or f"built-in, {len(firsts)} texts"
+        description = description or f"built-in, {len(firsts)} texts and phrases"
     feeds = []
     for i in range(0, len(firsts), batch_size):
         batch, _ = tokenizer.batch(firsts[i:i + batch_size], seconds[i:i + batch_size] if seconds else None,
