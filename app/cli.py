@@ -66,7 +66,7 @@ def _cmd_export(args) -> int:
     from app.core.export import ExportConfig, export_model
     from app.core.hub import resolve
 
-    bar = ProgressBar(enabled=not args.quiet)
+    bar = ProgressBar(sys.stderr, enabled=not args.quiet)
     try:
         source = resolve(args.model, progress=bar)
         if source.notice:
@@ -82,22 +82,32 @@ def _cmd_export(args) -> int:
     return 0
 
 
-def _model_folders(model: str, bar) -> tuple[Path, Path]:
-    """MODEL → (fp32 folder, int8 folder): a converted folder with fp32/ and int8/ inside (a store entry's layout).
-    TODO(store): anything the export command accepts, converted through app.core.store.convert."""
-    from app.core.errors import ModelNotFoundError
+def _entry(model: str, bar, *, threads: int | None = None):
+    """MODEL → a store entry: a converted entry (folder or reference), else converted now."""
+    from app.core.store import ConvertConfig, convert, find_entry
 
-    folder = Path(model).expanduser()
-    if (folder / "fp32" / "model.onnx").is_file() and (folder / "int8" / "model.onnx").is_file():
-        return folder / "fp32", folder / "int8"
-    raise ModelNotFoundError(f"{model} is not a converted model: it needs fp32/model.onnx and int8/model.onnx. "
-                             "Convert it first, then pass the converted folder.")
+    entry = find_entry(model)
+    if entry is None:
+        print(f"Converting {model} first (download, export, quantize)...", file=sys.stderr)
+        entry = convert(model, ConvertConfig(threads=threads), progress=bar)
+    return entry
+
+
+def _model_folders(model: str, bar, *, threads: int | None = None) -> tuple[Path, Path]:
+    """MODEL → (fp32 folder, int8 folder) of its store entry."""
+    from app.core.errors import QuantizationError
+
+    entry = _entry(model, bar, threads=threads)
+    if entry.int8_dir is None:
+        raise QuantizationError(f"{entry.name} has no INT8 model: {entry.summary()} To keep INT8 anyway, run "
+                                f"`python -m app convert {model} --force-int8`.")
+    return entry.fp32_dir, entry.int8_dir
 
 
 def _load_runner_pair(args, bar):
     from app.core.tasks.runner import Runner
 
-    fp32_dir, int8_dir = _model_folders(args.model, bar)
+    fp32_dir, int8_dir = _model_folders(args.model, bar, threads=args.threads)
     return Runner.load(fp32_dir, threads=args.threads), Runner.load(int8_dir, threads=args.threads)
 
 
@@ -203,6 +213,76 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _convert_config(args):
+    from app.core.quantize import GuardTarget, QuantizeConfig
+    from app.core.store import ConvertConfig
+
+    forced = (args.force_int8 or args.weight_type or args.per_tensor or args.reduce_range or args.no_outlier_split
+              or args.keep_fp32)
+    force = QuantizeConfig(weight_type=args.weight_type or "int8", per_channel=not args.per_tensor,
+                           reduce_range=args.reduce_range, split_outliers=not args.no_outlier_split,
+                           keep_fp32=tuple(args.keep_fp32 or ())) if forced else None
+    return ConvertConfig(target=GuardTarget(min_agreement=args.min_agreement, min_cosine=args.min_cosine),
+                         force=force, calibration_file=Path(args.calibration) if args.calibration else None,
+                         threads=args.threads, reuse=not args.no_reuse)
+
+
+def _cmd_convert(args) -> int:
+    from app.core.store import convert
+
+    config = _convert_config(args)
+    bar = ProgressBar(sys.stderr, enabled=not args.quiet)
+    try:
+        entry = convert(args.model, config, progress=bar)
+    finally:
+        bar.close()
+    if args.json:
+        _print_json({"entry": str(entry.path), "summary": entry.summary(), **entry.manifest})
+        return 0
+    q = entry.manifest["quantization"]
+    files = entry.manifest["files"]
+    print(entry.summary())
+    print(f"  stored in {entry.path}")
+    print(f"  FP32 {files['fp32_bytes'] / 1e6:.1f} MB"
+          + (f", INT8 {files['int8_bytes'] / 1e6:.1f} MB" if entry.int8_dir else ""))
+    print(f"  fusions: " + ", ".join(f"{n} {op}" for op, n in entry.manifest["optimize"]["fusions"].items()))
+    print(f"  accuracy guard ({q['calibration']}): {q['explanation']}")
+    for c in q["candidates"]:
+        a = c["agreement"]
+        mark = "chosen" if q["chosen"] and c["settings"] == q["chosen"]["settings"] else ("ok" if c["passed"] else "below target")
+        print(f"    - {c['settings']}: {a['agreement']:.2%} same answer, cosine {a['cosine']:.4f} ({mark})")
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from app.core.bench import BenchConfig, benchmark
+
+    config = BenchConfig(batch=args.batch, seq_len=args.seq_len, runs=args.runs, threads=args.threads)
+    bar = ProgressBar(sys.stderr, enabled=not args.quiet)
+    try:
+        result = benchmark(_entry(args.model, bar, threads=args.threads), config, progress=bar)
+    finally:
+        bar.close()
+    if args.json:
+        _print_json(result.to_dict())
+        return 0
+    a, b, r = result.fp32, result.int8, result.ratios()
+    print(f"{result.model}: batch {config.batch} x {config.seq_len} tokens, {config.resolved_threads} threads, "
+          f"{config.runs} runs each")
+    rows = [("", "FP32", "INT8", "INT8 vs FP32"),
+            ("file size", f"{a.file_bytes / 1e6:.1f} MB", b and f"{b.file_bytes / 1e6:.1f} MB", r and f"{r['size']:.2f}x smaller"),
+            ("load time", f"{a.load_ms:.0f} ms", b and f"{b.load_ms:.0f} ms", r and f"{r['load']:.2f}x faster"),
+            ("memory", f"{a.memory_bytes / 1e6:.0f} MB", b and f"{b.memory_bytes / 1e6:.0f} MB", r and f"{r['memory']:.2f}x less"),
+            ("latency p50", f"{a.p50_ms:.1f} ms", b and f"{b.p50_ms:.1f} ms", r and f"{r['p50']:.2f}x faster"),
+            ("latency p95", f"{a.p95_ms:.1f} ms", b and f"{b.p95_ms:.1f} ms", r and f"{r['p95']:.2f}x faster"),
+            ("throughput", f"{a.throughput:.1f}/s", b and f"{b.throughput:.1f}/s", r and f"{r['throughput']:.2f}x more")]
+    for name, *cells in rows:
+        print(f"{name:<13}" + "".join(f"{c or '-':>16}" for c in cells))
+    if b is None:
+        print("INT8 was not kept for this model (the accuracy guard kept FP32); see `python -m app convert`.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pocket-nlp", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"pocket-nlp {__version__}")
@@ -216,6 +296,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("convert", help="download, export, fuse, quantize to INT8 and validate into the store")
+    p.add_argument("model", help="Hub id (org/name[@rev]), Hub URL or local folder")
+    p.add_argument("--calibration", help="your own texts for the accuracy guard: .txt (one per line), TSV, CSV, "
+                                         "JSONL or SQuAD JSON")
+    p.add_argument("--min-agreement", type=float, default=0.995, help="guard target: same answer as FP32 (0..1)")
+    p.add_argument("--min-cosine", type=float, default=0.995, help="guard target: mean score cosine (0..1)")
+    expert = p.add_argument_group("forced settings (experts; any of these skips the guard's search)")
+    expert.add_argument("--force-int8", action="store_true", help="keep INT8 with the default settings")
+    expert.add_argument("--weight-type", choices=["int8", "uint8"])
+    expert.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor, not per channel")
+    expert.add_argument("--reduce-range", action="store_true", help="7-bit weights (no u8*s8 saturation)")
+    expert.add_argument("--no-outlier-split", action="store_true", help="no FP32 side path for outlier channels")
+    expert.add_argument("--keep-fp32", nargs="+", metavar="NODE", help="node names to leave in FP32")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-reuse", action="store_true", help="convert again even if a valid entry exists")
+    p.add_argument("--json", action="store_true", help="print the manifest on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("bench", help="FP32 vs INT8: size, load time, memory, latency, throughput")
+    p.add_argument("model", help="a converted model (store entry) or anything `convert` accepts")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--runs", type=int, default=30)
+    p.add_argument("--threads", type=int, default=None, help="default: the physical cores")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("predict", help="run FP32 and INT8 side by side on one input")
     p.add_argument("model", help="converted model (a folder with fp32/ and int8/)")

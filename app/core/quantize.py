@@ -121,10 +121,10 @@ class QuantizeResult:
             a = self.chosen.agreement
             below = "" if self.chosen.passed else " That is below the target; these settings were forced."
             return (f"INT8 ({self.chosen.config.describe()}) gives the same answer as FP32 on "
-                    f"{a.agreement:.1%} of {a.examples} calibration examples (mean score cosine {a.cosine:.4f}).{below}")
+                    f"{a.agreement:.2%} of {a.examples} calibration examples (mean score cosine {a.cosine:.4f}).{below}")
         best = max(self.candidates, key=lambda c: (c.agreement.agreement, c.agreement.cosine), default=None)
-        got = f"; the best setting reached {best.agreement.agreement:.1%} (cosine {best.agreement.cosine:.4f})" if best else ""
-        return (f"No INT8 setting met the target (agreement >= {self.target.min_agreement:.1%}, cosine >= "
+        got = f"; the best setting reached {best.agreement.agreement:.2%} (cosine {best.agreement.cosine:.4f})" if best else ""
+        return (f"No INT8 setting met the target (agreement >= {self.target.min_agreement:.2%}, cosine >= "
                 f"{self.target.min_cosine:.3f}){got}. The model is kept in FP32 so it never gives wrong answers; "
                 "lower the target or force settings if you accept the difference.")
 

@@ -1,0 +1,181 @@
+"""FP32 vs INT8 of one converted model, measured in the same run.
+
+File size; session load time and resident memory, each measured in a fresh process so the figures are
+clean; latency p50/p95 after warm-up at a chosen batch × sequence length, interleaved in blocks so both
+models see the same machine state; throughput. Sessions do not spin their threads between runs:
+with spinning, the idle session's threads steal cores from the one being timed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from app.core.errors import InputError
+from app.core.progress import ProgressFn, check_cancel, report
+
+
+def physical_cores() -> int:
+    import psutil
+
+    return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    batch: int = 1
+    seq_len: int = 128
+    runs: int = 30  # timed runs per model
+    warmup: int = 3
+    threads: int | None = None  # None: the physical cores
+
+    def __post_init__(self):
+        for name, low in (("batch", 1), ("seq_len", 2), ("runs", 1), ("warmup", 0)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name}: must be at least {low} (got {getattr(self, name)})")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads: must be at least 1 (got {self.threads})")
+
+    @property
+    def resolved_threads(self) -> int:
+        return self.threads or physical_cores()
+
+
+@dataclass(frozen=True)
+class ModelBench:
+    label: str  # "FP32" or "INT8"
+    file_bytes: int
+    load_ms: float
+    memory_bytes: int  # resident memory the loaded session adds to a fresh process
+    latencies_ms: tuple[float, ...]
+    batch: int
+
+    @property
+    def p50_ms(self) -> float:
+        return float(np.percentile(self.latencies_ms, 50))
+
+    @property
+    def p95_ms(self) -> float:
+        return float(np.percentile(self.latencies_ms, 95))
+
+    @property
+    def throughput(self) -> float:
+        """Sequences per second at the median latency."""
+        return 1000.0 * self.batch / self.p50_ms
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"p50_ms": self.p50_ms, "p95_ms": self.p95_ms, "throughput": self.throughput}
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    model: str
+    config: BenchConfig
+    fp32: ModelBench
+    int8: ModelBench | None  # None when the model was kept in FP32
+
+    def ratios(self) -> dict[str, float]:
+        """FP32 / INT8 for sizes and times (higher is better for INT8), INT8 / FP32 for throughput."""
+        if self.int8 is None:
+            return {}
+        a, b = self.fp32, self.int8
+        return {"size": a.file_bytes / b.file_bytes, "load": a.load_ms / b.load_ms,
+                "memory": a.memory_bytes / max(b.memory_bytes, 1), "p50": a.p50_ms / b.p50_ms,
+                "p95": a.p95_ms / b.p95_ms, "throughput": b.throughput / a.throughput}
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "config": asdict(self.config) | {"threads": self.config.resolved_threads},
+                "fp32": self.fp32.to_dict(), "int8": self.int8.to_dict() if self.int8 else None,
+                "ratios": self.ratios()}
+
+
+def session_options(threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def _load_in_child(onnx_path: str, threads: int, feed: dict, queue) -> None:
+    """Runs in a fresh process: load time and the memory the session adds (after one run)."""
+    import onnxruntime as ort
+    import psutil
+
+    before = psutil.Process().memory_info().rss  # after the import: the session's own memory is what counts
+    options = session_options(threads)
+    start = time.perf_counter()
+    session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+    load_ms = (time.perf_counter() - start) * 1000
+    session.run(None, {i.name: feed[i.name] for i in session.get_inputs()})
+    queue.put((load_ms, psutil.Process().memory_info().rss - before))
+
+
+def _fresh_process_load(onnx_path: Path, threads: int, feed: dict) -> tuple[float, int]:
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_load_in_child, args=(str(onnx_path), threads, feed, queue), daemon=True)
+    proc.start()
+    try:
+        return queue.get(timeout=300)
+    finally:
+        proc.join(timeout=10)
+
+
+def _feed(spec, config: BenchConfig, vocab_size: int) -> dict[str, np.ndarray]:
+    if config.seq_len > spec.max_sequence_length:
+        raise InputError(f"seq_len: {config.seq_len} is longer than this model accepts "
+                         f"({spec.max_sequence_length} tokens).")
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, max(vocab_size, 6), (config.batch, config.seq_len), dtype=np.int64)  # (batch, seq)
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+
+
+def benchmark(entry, config: BenchConfig = BenchConfig(), *, progress: ProgressFn | None = None,
+              cancel: threading.Event | None = None) -> BenchResult:
+    """Benchmark a store entry's FP32 and INT8 models side by side."""
+    import onnxruntime as ort
+
+    from app.core.spec import load_spec
+
+    spec = load_spec(entry.fp32_dir)
+    feed = _feed(spec, config, spec.vocab_size)
+    threads = config.resolved_threads
+    models = [("FP32", entry.fp32_dir / "model.onnx")]
+    if entry.int8_dir:
+        models.append(("INT8", entry.int8_dir / "model.onnx"))
+    steps = len(models) + config.runs
+    loads = {}
+    for i, (label, path) in enumerate(models):
+        check_cancel(cancel)
+        report(progress, "bench", i, steps, f"loading {label} in a fresh process")
+        loads[label] = _fresh_process_load(path, threads, feed)
+    sessions = {label: ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+                for label, path in models}
+    feeds = {label: {i.name: feed[i.name] for i in s.get_inputs()} for label, s in sessions.items()}
+    times: dict[str, list[float]] = {label: [] for label in sessions}
+    block = 3
+    done = 0
+    while done < config.runs:
+        check_cancel(cancel)
+        n = min(block, config.runs - done)
+        for label, session in sessions.items():
+            for _ in range(config.warmup if done == 0 else 1):
+                session.run(None, feeds[label])
+            for _ in range(n):
+                start = time.perf_counter()
+                session.run(None, feeds[label])
+                times[label].append((time.perf_counter() - start) * 1000)
+        done += n
+        report(progress, "bench", len(models) + done, steps, f"timed {done}/{config.runs} runs of each model")
+    results = {label: ModelBench(label, path.stat().st_size, loads[label][0], loads[label][1],
+                                 tuple(times[label]), config.batch) for label, path in models}
+    return BenchResult(model=entry.name, config=config, fp32=results["FP32"], int8=results.get("INT8"))
