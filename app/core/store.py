@@ -54,10 +54,10 @@ class ConvertConfig:
     reuse: bool = True  # reuse a valid entry converted with the same settings
 
     def request(self) -> dict:
-        """What a stored entry must have been built with to be reused."""
-        return {"target": asdict(self.target), "force": asdict(self.force) if self.force else None,
+        """What a stored entry must have been built with to be reused (JSON-normalised, as the manifest holds it)."""
+        return json.loads(json.dumps({"target": asdict(self.target), "force": asdict(self.force) if self.force else None,
                 "calibration_file": str(self.calibration_file) if self.calibration_file else None,
-                "tool_version": __version__}
+                "tool_version": __version__}))
 
 
 @dataclass(frozen=True)

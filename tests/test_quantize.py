@@ -1,0 +1,229 @@
+"""INT8 quantization with the accuracy guard, the graph rewrites it relies on, and the store around it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from app.core.calibration import build_calibration
+from app.core.errors import CancelledError, ExportError, StoreError
+from app.core.quantize import (Calibration, GuardTarget, QuantizeConfig, _rewrite, _run, collect, compare,
+                               outlier_channels)
+from app.core.spec import load_spec
+from app.core.store import ConvertConfig, convert, delete_entry, find_entry, list_entries, store_root
+from conftest import shared_data, shared_model
+
+
+def _convert(folder: Path, root: Path, **config):
+    return convert(str(folder), ConvertConfig(**config), root=root)
+
+
+@pytest.fixture(scope="module")
+def bert_entry(tiny_models, tmp_path_factory):
+    return _convert(tiny_models("bert", "sequence-classification"), tmp_path_factory.mktemp("store"),
+                    force=QuantizeConfig())
+
+
+def test_convert_writes_a_complete_entry(bert_entry):
+    entry = bert_entry
+    assert (entry.fp32_dir / "model.onnx").is_file() and (entry.int8_dir / "model.onnx").is_file()
+    for d in (entry.fp32_dir, entry.int8_dir):
+        assert {"config.json", "tokenizer.json"} <= {p.name for p in d.iterdir()}
+    m = entry.manifest
+    assert m["optimize"]["fusions"] == {"MultiHeadAttention": 2, "SkipLayerNormalization": 4, "BiasGelu": 2}
+    q = m["quantization"]
+    assert q["chosen"]["config"]["weight_type"] == "int8" and q["candidates"]
+    assert 0 <= q["chosen"]["agreement"]["agreement"] <= 1
+    assert m["files"]["int8_bytes"] < m["files"]["fp32_bytes"]
+    assert entry.summary().startswith("tiny-bert-sequence-classification: INT8 is")
+    ops = {n.op_type for n in onnx.load(entry.int8_dir / "model.onnx").graph.node}
+    assert "DynamicQuantizeLinear" in ops or "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
+
+
+def test_int8_answers_like_fp32_on_tiny_models(tiny_models, tmp_path):
+    for family, head in (("roberta", "question-answering"), ("distilbert", "token-classification"),
+                         ("electra", "base")):
+        entry = _convert(tiny_models(family, head), tmp_path / "store", force=QuantizeConfig())
+        spec = load_spec(entry.fp32_dir)
+        cal = build_calibration(entry.fp32_dir, spec)
+        collect(entry.fp32_dir / "model.onnx", cal)
+        agreement = compare(spec.task, cal.reference, _run(entry.int8_dir / "model.onnx", cal.feeds, None), cal.feeds)
+        assert agreement.cosine > 0.95, (family, head, agreement)
+
+
+def test_guard_keeps_fp32_when_no_setting_meets_the_target(tiny_models, tmp_path):
+    entry = _convert(tiny_models("bert", "question-answering"), tmp_path,
+                     target=GuardTarget(min_agreement=1.0, min_cosine=1.0))
+    assert entry.int8_dir is None
+    q = entry.manifest["quantization"]
+    assert not q["passed"] and len(q["candidates"]) >= 4
+    assert "kept in FP32" in q["explanation"] and "kept in FP32" in entry.summary()
+
+
+def test_outlier_split_and_row_embeddings_are_exact_before_quantization(tiny_models, tmp_path):
+    """The rewrites must not change FP32 answers: only quantization may."""
+    entry = _convert(tiny_models("bert", "token-classification"), tmp_path, force=QuantizeConfig())
+    spec = load_spec(entry.fp32_dir)
+    cal = build_calibration(entry.fp32_dir, spec)
+    collect(entry.fp32_dir / "model.onnx", cal)
+    model = onnx.load(entry.fp32_dir / "model.onnx")
+    side, split = _rewrite(model, QuantizeConfig(outlier_ratio=1.5, quantize_embeddings=False), cal)
+    assert split and side  # the low ratio makes every MatMul split
+    onnx.save(model, tmp_path / "rewritten.onnx")
+    out = _run(tmp_path / "rewritten.onnx", cal.feeds, None)
+    for a, b in zip(cal.reference, out):
+        np.testing.assert_allclose(a["logits"], b["logits"], atol=1e-4)
+    model = onnx.load(entry.fp32_dir / "model.onnx")
+    _rewrite(model, QuantizeConfig(split_outliers=False), cal)  # int8 embedding rows, one scale per row
+    onnx.save(model, tmp_path / "embeddings.onnx")
+    agreement = compare(spec.task, cal.reference, _run(tmp_path / "embeddings.onnx", cal.feeds, None), cal.feeds)
+    assert agreement.cosine > 0.999
+
+
+def test_outlier_channels():
+    x = np.ones((10, 8), np.float32)
+    x[3, 5], x[1, 2] = 40.0, 9.0
+    assert outlier_channels(x, ratio=4.0, limit=8) == [5, 2]
+    assert outlier_channels(x, ratio=4.0, limit=1) == [5]
+    assert outlier_channels(x, ratio=50.0, limit=8) == []
+
+
+def test_compare_counts_label_and_span_flips():
+    feeds = [{"attention_mask": np.ones((2, 4), np.int64)}]
+    ref = [{"logits": np.array([[2.0, -1.0], [0.1, 0.0]])}]
+    out = [{"logits": np.array([[1.9, -1.1], [0.0, 0.1]])}]
+    a = compare("text-classification", ref, out, feeds)
+    assert a.agreement == 0.5 and a.examples == 2
+    start = np.array([[0.0, 5.0, 0.0, 0.0]])
+    end = np.array([[0.0, 0.0, 5.0, 0.0]])
+    qa_feeds = [{"attention_mask": np.ones((1, 4), np.int64)}]
+    same = compare("question-answering", [{"start_logits": start, "end_logits": end}],
+                   [{"start_logits": start + 0.01, "end_logits": end}], qa_feeds)
+    moved = compare("question-answering", [{"start_logits": start, "end_logits": end}],
+                    [{"start_logits": start, "end_logits": end[:, ::-1] * 1.0 + np.array([[0, 6.0, 0, 0]])}], qa_feeds)
+    assert same.agreement == 1.0 and moved.agreement == 0.0
+
+
+def test_quantize_config_validates_fields():
+    with pytest.raises(ValueError, match="weight_type"):
+        QuantizeConfig(weight_type="int4")
+    with pytest.raises(ValueError, match="min_agreement"):
+        GuardTarget(min_agreement=2)
+
+
+# --- the store -----------------------------------------------------------------------------------------------
+
+def test_store_root_follows_pocket_nlp_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("POCKET_NLP_HOME", str(tmp_path / "elsewhere"))
+    assert store_root() == tmp_path / "elsewhere"
+
+
+def test_valid_entry_is_reused_and_listed(tiny_models, tmp_path):
+    folder = tiny_models("distilbert", "sequence-classification")
+    first = _convert(folder, tmp_path, force=QuantizeConfig())
+    stamp = (first.path / "manifest.json").stat().st_mtime_ns
+    again = _convert(folder, tmp_path, force=QuantizeConfig())
+    assert again.path == first.path and (again.path / "manifest.json").stat().st_mtime_ns == stamp
+    assert [e.path for e in list_entries(tmp_path)] == [first.path]
+    assert find_entry(str(folder), tmp_path).path == first.path
+    assert find_entry(first.path.name, tmp_path).path == first.path
+    other = _convert(folder, tmp_path, force=QuantizeConfig(reduce_range=True))  # new settings: rebuilt
+    assert other.manifest["request"] != first.manifest["request"] and len(list_entries(tmp_path)) == 1
+    delete_entry(other)
+    assert list_entries(tmp_path) == [] and [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_cancel_leaves_the_store_as_it_was(tiny_models, tmp_path):
+    cancel = threading.Event()
+
+    def progress(p):
+        if p.stage == "quantize":
+            cancel.set()
+
+    with pytest.raises(CancelledError):
+        convert(str(tiny_models("bert", "sequence-classification")), ConvertConfig(), progress=progress,
+                cancel=cancel, root=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_second_conversion_of_the_same_model_is_refused(tiny_models, tmp_path):
+    folder = tiny_models("electra", "sequence-classification")
+    started = threading.Event()
+    release = threading.Event()
+    errors = []
+
+    def slow_progress(p):
+        if p.stage == "quantize" and not started.is_set():
+            started.set()
+            release.wait(30)
+
+    def first():
+        try:
+            _convert_with(folder, tmp_path, slow_progress)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    def _convert_with(f, root, progress):
+        convert(str(f), ConvertConfig(force=QuantizeConfig()), progress=progress, root=root)
+
+    worker = threading.Thread(target=first)
+    worker.start()
+    assert started.wait(60)
+    code = ("import sys; from app.core.store import convert; from app.core.errors import StoreError\n"
+            f"try:\n    convert({str(folder)!r}, root=__import__('pathlib').Path({str(tmp_path)!r}))\n"
+            "except StoreError as e:\n    print('refused:', e); sys.exit(3)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    release.set()
+    worker.join(60)
+    assert out.returncode == 3 and "already being converted" in out.stdout, out.stdout + out.stderr
+    assert not errors and len(list_entries(tmp_path)) == 1
+
+
+def test_full_disk_and_unwritable_store_leave_nothing(tiny_models, tmp_path, monkeypatch):
+    import errno
+
+    from app.core.export import graph
+
+    folder = tiny_models("bert", "base")
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with pytest.raises(StoreError, match="Cannot create the model store"):
+        convert(str(folder), root=blocker / "store")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(graph.Graph, "save", full)
+    root = tmp_path / "store"
+    with pytest.raises((StoreError, ExportError)) as info:
+        convert(str(folder), root=root)
+    assert "space" in str(info.value).lower() or "disk" in str(info.value).lower()
+    assert [p.name for p in root.iterdir()] == []
+
+
+# --- real checkpoint -------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_real_sst2_guard_keeps_99_5_percent_agreement(tmp_path):
+    """The guard's choice on minilm-sst2 agrees with FP32 on >= 99.5% of SST-2 (one example at a time)."""
+    import csv
+
+    folder, data = shared_model("minilm-sst2"), shared_data("sst2_eval_2000.tsv")
+    entry = _convert(folder, tmp_path)
+    assert entry.int8_dir is not None, entry.summary()
+    with open(data, encoding="utf-8") as f:
+        texts = [row["sentence"] for row in csv.DictReader(f, delimiter="\t")]
+    spec = load_spec(entry.fp32_dir)
+    cal = build_calibration(entry.fp32_dir, spec, texts=texts, batch_size=1)
+    collect(entry.fp32_dir / "model.onnx", cal, max_tokens=16)
+    agreement = compare(spec.task, cal.reference, _run(entry.int8_dir / "model.onnx", cal.feeds, None), cal.feeds)
+    assert agreement.agreement >= 0.995, agreement
+    assert entry.manifest["files"]["int8_bytes"] <= 0.27 * entry.manifest["files"]["fp32_bytes"]
