@@ -54,7 +54,9 @@ def run_gui(argv: list[str] | None = None) -> int:
 
         def probe():
             import time
-            print(f"POCKET_NLP_INTERACTIVE {time.time():.6f}", flush=True)
+            heavy = [m for m in ("onnxruntime", "onnx", "huggingface_hub", "numpy", "app.core.store",
+                                 "PySide6.QtCharts") if m in sys.modules]
+            print(f"POCKET_NLP_INTERACTIVE {time.time():.6f} {','.join(heavy) or 'none'}", flush=True)
             app.quit()
 
         QTimer.singleShot(0, probe)

@@ -47,6 +47,7 @@ def bar_chart(title: str, categories: list[str], fp32: list[float], int8: list[f
         s.append([float(v or 0) for v in values])
         s.setColor(QColor(color))
         s.setBorderColor(QColor(color))
+        s.setLabelColor(QColor("#e6e6e6" if widgets.is_dark() else "#1d1f23"))
         series.append(s)
     series.setLabelsVisible(True)
     series.setLabelsFormat("@value")

@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Slot
+from PySide6.QtCore import Qt, QTimer, Slot
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLineEdit,
                                QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
@@ -159,7 +159,7 @@ class ChoosePage(QWidget):
         self.cached: list = []
         self.update_offline()
         self.refresh_recent()
-        self.refresh_cached()
+        QTimer.singleShot(0, self.refresh_cached)
         self._update_buttons()
 
     # --- wiring ---------------------------------------------------------------------------------------------
@@ -310,6 +310,8 @@ class ChoosePage(QWidget):
             t.setItem(r, 0, _item(label, label))
             t.setItem(r, 1, _item("Hugging Face cache"))
             t.setItem(r, 2, _item(widgets.human_bytes(c.size)))
-        if not t.rowCount():
-            self.local_status.setText("Nothing here yet. Converted models and models in your Hugging Face cache "
-                                      "show up here and work offline.")
+        self.local_status.setText(
+            "Models in your Hugging Face cache and models Pocket NLP already converted. These work offline."
+            if t.rowCount() else "Nothing here yet. Models you convert, and models in your Hugging Face cache, "
+            "show up here and work offline. Use “Open folder...” for a model folder on this computer.")
+        t.horizontalHeader().setVisible(t.rowCount() > 0)

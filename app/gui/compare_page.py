@@ -44,6 +44,7 @@ class ComparePage(QWidget):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QScrollArea.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         outer.addWidget(scroll)
         body = QWidget()
         scroll.setWidget(body)
@@ -71,6 +72,9 @@ class ComparePage(QWidget):
             row.addWidget(w)
             row.addSpacing(8)
         row.addStretch(1)
+        settings.body.addWidget(widgets.label("Benchmark settings", "section"))
+        settings.body.addLayout(row)
+        row = QHBoxLayout()
         self.bench_button = widgets.primary_button("Run &benchmark", "Run the benchmark")
         self.bench_button.clicked.connect(self.run_benchmark)
         row.addWidget(self.bench_button)
@@ -80,6 +84,7 @@ class ComparePage(QWidget):
         self.report_button = widgets.button("Export &report...", "Export a report")
         self.report_button.clicked.connect(self.export_clicked)
         row.addWidget(self.report_button)
+        row.addStretch(1)
         settings.body.addLayout(row)
         p_row = QHBoxLayout()
         self.progress = QProgressBar()
@@ -99,9 +104,8 @@ class ComparePage(QWidget):
         settings.body.addWidget(self.status)
         lay.addWidget(settings)
 
-        self.headline = widgets.label("", "big", wrap=True)
+        self.headline = widgets.label("", "headline", wrap=True)
         self.headline.setAccessibleName("Headline")
-        self.headline.setStyleSheet("color: #2f7d6d;" if not widgets.is_dark() else "color: #7fc4b4;")
         lay.addWidget(self.headline)
 
         self.table = QTableWidget(0, 4)
@@ -146,9 +150,9 @@ class ComparePage(QWidget):
         return self.task is not None and self.task.running
 
     def _update_buttons(self) -> None:
-        ok = self.entry is not None and self.entry.int8_dir is not None and not self.running()
+        ok = self.entry is not None and not self.running()
         self.bench_button.setEnabled(ok)
-        self.eval_button.setEnabled(ok)
+        self.eval_button.setEnabled(ok and self.entry.int8_dir is not None)
         self.report_button.setEnabled(self.entry is not None and not self.running())
 
     def _start(self, fn, name: str, on_result, words: str) -> None:

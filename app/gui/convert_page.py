@@ -56,8 +56,9 @@ class StepRow:
         self.bar.setTextVisible(False)
         self.bar.setFixedHeight(10)
         self.bar.setAccessibleName(f"{title} progress")
-        self.status = widgets.label(hint, "muted")
-        self.status.setMinimumWidth(360)
+        self.status = widgets.ElidedLabel(hint)
+        self.status.setProperty("role", "muted")
+        self.status.setMinimumWidth(200)
         grid.addWidget(self.icon, row, 0)
         grid.addWidget(self.title, row, 1)
         grid.addWidget(self.bar, row, 2)
@@ -103,14 +104,16 @@ class ConvertPage(QWidget):
         head.addWidget(self.model_label, 1)
         self.cancel_button = widgets.button("Cancel", "Cancel the conversion")
         self.cancel_button.setEnabled(False)
+        self.cancel_button.hide()
         self.cancel_button.clicked.connect(self.cancel)
         head.addWidget(self.cancel_button)
         card.body.addLayout(head)
         grid = QGridLayout()
         grid.setHorizontalSpacing(14)
         grid.setVerticalSpacing(10)
-        grid.setColumnStretch(2, 1)
-        grid.setColumnMinimumWidth(2, 220)
+        grid.setColumnStretch(2, 2)
+        grid.setColumnStretch(3, 3)
+        grid.setColumnMinimumWidth(2, 200)
         self.steps = {key: StepRow(grid, i, key, title, hint) for i, (key, title, hint) in enumerate(STEPS)}
         card.body.addLayout(grid)
         card.body.addWidget(widgets.hline())
@@ -203,6 +206,7 @@ class ConvertPage(QWidget):
         self.status.setText("Starting…")
         self._log(f"Converting {ref.label}")
         self.cancel_button.setEnabled(True)
+        self.cancel_button.show()
         threads = self.window.threads()
 
         def run(progress, cancel):
@@ -238,8 +242,7 @@ class ConvertPage(QWidget):
             for key in keys[: keys.index(p.stage)]:
                 if self.steps[key].state in ("waiting", "running"):
                     self.steps[key].set_state("done" if self.steps[key].state == "running" else "skipped")
-                    if self.steps[key].state == "skipped":
-                        self.steps[key].status.setText("Not needed")
+                    self.steps[key].status.setText("Done" if self.steps[key].state == "done" else "Not needed")
             self.stage = p.stage
             self.samples.clear()
             step.set_state("running")
@@ -286,10 +289,11 @@ class ConvertPage(QWidget):
     def _done(self, entry) -> None:
         self.entry = entry
         for step in self.steps.values():
-            if step.state in ("running", "waiting"):
+            if step.state in ("running", "waiting", "done"):
                 step.set_state("done")
                 step.status.setText("Done")
         self.overall.setValue(1000)
+        self.model_label.setText(f"Converted {entry.name}")
         elapsed = widgets.human_seconds(time.monotonic() - self.started_at)
         self.status.setText(f"Finished in {elapsed}.")
         self._log(f"Finished in {elapsed}: {entry.path}")
@@ -302,23 +306,28 @@ class ConvertPage(QWidget):
     def show_summary(self, entry) -> None:
         fp32, int8 = folder_bytes(entry.fp32_dir), folder_bytes(entry.int8_dir)
         quant = (entry.manifest or {}).get("quantization") or {}
-        explanation = quant.get("explanation") or quant.get("reason") or "" if isinstance(quant, dict) else ""
-        try:
-            sentence = entry.summary()
-        except Exception:  # noqa: BLE001 - a summary is a nicety
-            sentence = ""
-        if explanation and explanation not in sentence:
-            sentence = f"{sentence} {explanation}".strip()
+        quant = quant if isinstance(quant, dict) else {}
+        explanation = str(quant.get("explanation") or "")
+        agreement = ((quant.get("chosen") or {}).get("agreement") or {}).get("agreement")
+        task = str(entry.task).replace("-", " ").capitalize()
         if entry.int8_dir is None:
-            headline = f"{entry.name} is ready. The INT8 copy was not kept: it changed the answers too much."
-            figures = [(widgets.human_bytes(fp32), "FP32 model"), ("FP32 only", "accuracy guard"),
-                       ("Try it", "works offline now")]
+            headline = f"{entry.name} is ready, in FP32 only"
+            figures = [(widgets.human_bytes(fp32), "FP32 model"), ("Not kept", "INT8 changed the answers too much"),
+                       (task, "task")]
         else:
-            headline = f"{entry.name} is ready: {size_words(fp32, int8)}."
-            figures = [(size_words(fp32, int8), f"{widgets.human_bytes(fp32)} → {widgets.human_bytes(int8)}"),
-                       (str(entry.task).replace("-", " ").capitalize(), "task"),
-                       ("Compare", "to measure speed and accuracy")]
-        self.summary.show_summary(headline, figures, sentence)
+            headline = f"{entry.name} is ready"
+            figures = [(size_words(fp32, int8), f"{widgets.human_bytes(fp32)} → {widgets.human_bytes(int8)}")]
+            if isinstance(agreement, (int, float)):
+                figures.append((f"{agreement:.1%}", "same answer as FP32 (calibration texts)"))
+            figures.append((task, "task"))
+        if explanation:
+            sentence = explanation
+        else:
+            try:
+                sentence = entry.summary()
+            except Exception:  # noqa: BLE001 - a summary is a nicety
+                sentence = ""
+        self.summary.show_summary(headline, figures, sentence + " Compare measures speed on this computer.")
         self.summary.show()
 
     def _failed(self, e) -> None:
@@ -339,6 +348,7 @@ class ConvertPage(QWidget):
 
     def _finished(self) -> None:
         self.cancel_button.setEnabled(False)
+        self.cancel_button.hide()
         self.window.choose._update_buttons()
 
 

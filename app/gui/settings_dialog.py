@@ -28,7 +28,9 @@ class SettingsDialog(QDialog):
         row = QHBoxLayout()
         row.addWidget(self.store, 1)
         row.addWidget(browse)
-        form.addRow("&Converted models folder:", row)
+        store_label = widgets.label("&Converted models folder:")
+        store_label.setBuddy(self.store)
+        form.addRow(store_label, row)
 
         self.threads = QSpinBox()
         self.threads.setRange(0, 256)

@@ -101,6 +101,11 @@ def apply_theme(app: QApplication, theme: str = "system") -> str:
         QFrame[role="card"] QLabel {{ background: transparent; border: none; }}
         QFrame[role="banner"] {{ background: {'#4a3f1f' if dark else '#fff4d6'}; border: 1px solid
             {'#7a6630' if dark else '#e8cf85'}; border-radius: 6px; }}
+        QWidget#sidebar {{ background: {'#1b1d21' if dark else '#e9ebef'}; }}
+        QWidget#sidebar QLabel {{ background: transparent; }}
+        QDialogButtonBox {{ dialogbuttonbox-buttons-have-icons: 0; }}
+        QLabel[role="headline"] {{ font-size: 17pt; font-weight: 700; color: {'#7fc4b4' if dark else ACCENT}; }}
+        QLabel[role="figure"] {{ font-size: 22pt; font-weight: 700; color: {'#7fc4b4' if dark else ACCENT}; }}
         QListWidget#nav {{ border: none; background: {'#1b1d21' if dark else '#e9ebef'}; font-size: 11pt;
             outline: 0; padding-top: 8px; }}
         QListWidget#nav::item {{ padding: 10px 14px; border-radius: 6px; margin: 2px 8px; }}
@@ -152,6 +157,35 @@ def page_header(title: str, subtitle: str) -> QWidget:
     return w
 
 
+class ElidedLabel(QLabel):
+    """One line of text, elided with '…' to the width it gets; the full text is the tooltip."""
+
+    def __init__(self, text: str = "", parent: QWidget | None = None):
+        super().__init__(parent)
+        self._full = ""
+        self.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.setText(text)
+
+    def setText(self, text: str) -> None:
+        self._full = text
+        self.setToolTip(text if len(text) > 40 else "")
+        self._elide()
+
+    def fullText(self) -> str:
+        return self._full
+
+    def text(self) -> str:  # noqa: D401 - what the user would read in full
+        return self._full
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        width = max(20, self.width() - 4)
+        super().setText(self.fontMetrics().elidedText(self._full, Qt.ElideRight, width))
+
+
 class Card(QFrame):
     """A rounded panel; `body` is its vertical layout."""
 
@@ -191,7 +225,7 @@ class SummaryCard(Card):
         grid.setHorizontalSpacing(28)
         self.figures: list[tuple[QLabel, QLabel]] = []
         for col in range(3):
-            value, caption = label("", "big"), label("", "muted")
+            value, caption = label("", "figure"), label("", "muted")
             grid.addWidget(value, 0, col)
             grid.addWidget(caption, 1, col)
             self.figures.append((value, caption))
