@@ -362,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
         from app.gui import run_gui
 
         return run_gui()
+    if argv[0] == "--self-test":  # the install check the packaged app runs (app/selftest.py)
+        from app.selftest import main as self_test
+
+        return self_test(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
