@@ -309,7 +309,7 @@ def test_real_sst2_int8_close_to_fp32():
     src = shared_model("minilm-sst2")
     data = load_data(shared_data("sst2_eval_2000.tsv"))
     fp32, int8 = _store_pair(src)
-    result = evaluate(fp32, int8, data, batch_size=32)
+    result = evaluate(fp32, int8, data)
     assert result.fp32.metrics["accuracy"] > 0.85
     assert abs(result.delta("accuracy")) <= 0.005
     assert result.agreement >= 0.99
@@ -317,10 +317,12 @@ def test_real_sst2_int8_close_to_fp32():
 
 @pytest.mark.slow
 def test_real_squad_int8_f1_close_to_fp32():
-    """minilm-squad on 2881 SQuAD v1.1 dev questions: INT8 F1 within 1 point of FP32."""
+    """minilm-squad on the first 600 SQuAD v1.1 dev questions: INT8 F1 within 1 point of FP32.
+
+    (600 keeps CI short; the README has the figures for all 2881, from `python -m app eval`.)"""
     src = shared_model("minilm-squad")
     data = load_data(shared_data("squad_v1.1_dev_b1.json"))
     fp32, int8 = _store_pair(src)
-    result = evaluate(fp32, int8, data)
+    result = evaluate(fp32, int8, data, limit=600)
     assert result.fp32.metrics["f1"] > 40
     assert abs(result.delta("f1")) <= 1.0

@@ -439,7 +439,7 @@ def _check_runners(fp32, int8, data) -> None:
 
 def evaluate(fp32_runner, int8_runner, data: ClassificationData | SquadData, *, limit: int | None = None,
              progress: ProgressFn | None = None, cancel: threading.Event | None = None,
-             batch_size: int = 16) -> EvalResult:
+             batch_size: int = 1) -> EvalResult:
     """Run both models over `data` (the first `limit` examples) and compare them with the gold labels and each
     other. Every label is checked before any model runs."""
     if limit is not None and limit < 1:

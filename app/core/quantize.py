@@ -15,6 +15,7 @@ embedding tables, and u8×s8 saturation. The guard measures instead of guessing:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import threading
@@ -354,11 +355,22 @@ def candidate_ladder(order: list[str], base: QuantizeConfig = QuantizeConfig()) 
     return ladder
 
 
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """onnxruntime.quantization logs advice through the root logger; users should not see it."""
+    previous = logging.root.level
+    logging.root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.root.setLevel(previous)
+
+
 def _quantize_file(model, config: QuantizeConfig, side_nodes: list[str], out_path: Path) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with tempfile.TemporaryDirectory(prefix="pocket-quant-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="pocket-quant-") as tmp, _quiet_root_logger():
         src = Path(tmp) / "rewritten.onnx"
         onnx.save(model, str(src))
         quantize_dynamic(str(src), str(out_path), op_types_to_quantize=list(QUANTIZED_OPS),

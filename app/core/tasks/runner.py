@@ -93,8 +93,12 @@ class Runner:
     # --- text classification ----------------------------------------------------------------------------
 
     def classify(self, texts: list[str] | str, text_pairs: list[str] | str | None = None, *,
-                 top_k: int | None = None, batch_size: int = 16) -> list[ClassificationResult]:
-        """Scores for each text (or text + text_pair), best label first; top_k=None keeps every label."""
+                 top_k: int | None = None, batch_size: int = 1) -> list[ClassificationResult]:
+        """Scores for each text (or text + text_pair), best label first; top_k=None keeps every label.
+
+        One text per model call by default: dynamic INT8 takes one activation range per call, so batching
+        would make a text's INT8 answer depend on the other texts in its batch (and padding wastes time).
+        """
         self._require("text-classification", "Use --question/--context for question answering.")
         texts = [texts] if isinstance(texts, str) else list(texts)
         pairs = [text_pairs] if isinstance(text_pairs, str) else (list(text_pairs) if text_pairs is not None else None)
