@@ -245,7 +245,7 @@ def _cmd_convert(args) -> int:
     print(f"  stored in {entry.path}")
     print(f"  FP32 {files['fp32_bytes'] / 1e6:.1f} MB"
           + (f", INT8 {files['int8_bytes'] / 1e6:.1f} MB" if entry.int8_dir else ""))
-    print(f"  fusions: " + ", ".join(f"{n} {op}" for op, n in entry.manifest["optimize"]["fusions"].items()))
+    print("  fusions: " + ", ".join(f"{n} {op}" for op, n in entry.manifest["optimize"]["fusions"].items()))
     print(f"  accuracy guard ({q['calibration']}): {q['explanation']}")
     for c in q["candidates"]:
         a = c["agreement"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 import threading
@@ -15,7 +13,7 @@ import pytest
 
 from app.core.calibration import build_calibration
 from app.core.errors import CancelledError, ExportError, StoreError
-from app.core.quantize import (Calibration, GuardTarget, QuantizeConfig, _rewrite, _run, collect, compare,
+from app.core.quantize import (GuardTarget, QuantizeConfig, _rewrite, _run, collect, compare,
                                outlier_channels)
 from app.core.spec import load_spec
 from app.core.store import ConvertConfig, convert, delete_entry, find_entry, list_entries, store_root

@@ -295,13 +295,14 @@ def _scores(logits: np.ndarray, multi_label: bool = False) -> np.ndarray:
 
 
 def _best_spans(start: np.ndarray, end: np.ndarray, mask: np.ndarray, max_len: int = 15) -> list[tuple[int, int]]:
+    """The highest-scoring (start, end) with start <= end < start + max_len over real tokens, per example."""
+    seq = start.shape[-1]
+    offset = np.arange(seq)[None, :] - np.arange(seq)[:, None]  # (start, end): end - start
+    allowed = (offset >= 0) & (offset < max_len)
     spans = []
     for s, e, m in zip(start, end, mask.astype(bool)):
-        s, e = np.where(m, s, -np.inf), np.where(m, e, -np.inf)
-        scores = s[:, None] + e[None, :]  # (start, end)
-        scores = np.where(np.triu(np.ones_like(scores, dtype=bool)) & ~np.triu(np.ones_like(scores, dtype=bool), max_len),
-                          scores, -np.inf)
-        i, j = np.unravel_index(np.argmax(scores), scores.shape)
+        scores = np.where(m, s, -np.inf)[:, None] + np.where(m, e, -np.inf)[None, :]  # (start, end)
+        i, j = np.unravel_index(np.argmax(np.where(allowed, scores, -np.inf)), scores.shape)
         spans.append((int(i), int(j)))
     return spans
 

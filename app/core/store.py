@@ -229,7 +229,7 @@ def _calibration(fp32_dir: Path, spec, config: ConvertConfig):
 def convert(ref: str | ModelRef, config: ConvertConfig = ConvertConfig(), *, progress: ProgressFn | None = None,
             cancel: threading.Event | None = None, token: str | None = None, root: Path | None = None) -> StoreEntry:
     """Download → export (fused FP32) → quantize with the accuracy guard → validate; returns the store entry."""
-    from app.core.export import ExportConfig, copy_runtime_files, export_model, sha256_files, write_json_atomic
+    from app.core.export import ExportConfig, copy_runtime_files, export_model, write_json_atomic
     from app.core.quantize import quantize_model
 
     started = time.time()

@@ -14,11 +14,11 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from app import __version__
-from app.core.errors import ExportError, InvalidModelError, PocketError
+from app.core.errors import ExportError, PocketError
 from app.core.hub import TOKENIZER_FILES, ModelSource
 from app.core.progress import ProgressFn, check_cancel, report
 from app.core.spec import ModelSpec, load_config, spec_from_config
@@ -135,4 +135,5 @@ def export_model(source: ModelSource, out_dir: Path, config: ExportConfig = Expo
                         manifest=manifest)
 
 
-__all__ = ["ExportConfig", "ExportResult", "export_model", "build_graph", "MANIFEST", "InvalidModelError"]
+__all__ = ["ExportConfig", "ExportResult", "build_graph", "copy_runtime_files", "export_model", "sha256_files",
+           "write_json_atomic"]
