@@ -136,10 +136,17 @@ def leaks(folder: Path) -> list[str]:
     return found
 
 
-def archive() -> Path:
+def archive() -> list[Path]:
     base = DIST / f"PocketNLP-{version()}-{platform_tag()}"
     fmt = "zip" if sys.platform == "win32" else "gztar"
-    return Path(shutil.make_archive(str(base), fmt, root_dir=DIST, base_dir="PocketNLP"))
+    made = [Path(shutil.make_archive(str(base), fmt, root_dir=DIST, base_dir="PocketNLP"))]
+    app = DIST / "PocketNLP.app"
+    if sys.platform == "darwin" and app.is_dir() and shutil.which("ditto"):
+        # ditto keeps the framework symlinks and permissions a zipfile would lose (untested here: built on Linux).
+        zipped = Path(f"{base}-app.zip")
+        subprocess.run(["ditto", "-c", "-k", "--sequesterRsrc", "--keepParent", str(app), str(zipped)], check=True)
+        made.append(zipped)
+    return made
 
 
 def executable() -> Path:
@@ -192,8 +199,8 @@ def main() -> int:
     print(f"Built {BUNDLE} in {time.monotonic() - started:.0f} s: {size / 2**20:.0f} MiB ({size / 1e6:.0f} MB) unpacked, "
           f"{sum(1 for f in BUNDLE.rglob('*') if f.is_file())} files")
     if not args.no_archive:
-        path = archive()
-        print(f"Archive: {path} ({path.stat().st_size / 2**20:.0f} MiB)")
+        for path in archive():
+            print(f"Archive: {path} ({path.stat().st_size / 2**20:.0f} MiB)")
     if args.self_test:
         return run_self_test()
     return 0
