@@ -189,7 +189,7 @@ def main() -> int:
     strip_symbols(BUNDLE)
     if sys.platform.startswith("linux"):  # the menu entry installer travels with the bundle
         shutil.copy2(ROOT / "packaging" / "install_linux.sh", BUNDLE / "install_linux.sh")
-        shutil.copy2(ROOT / "packaging" / "linux" / "pocketnlp.desktop", BUNDLE / "pocketnlp.desktop")
+        shutil.copy2(ROOT / "packaging" / "linux" / "PocketNLP.desktop", BUNDLE / "PocketNLP.desktop")
     bad = leaks(BUNDLE)
     if bad:
         print("These must not be in the bundle (fix the excludes in packaging/pocketnlp.spec):\n  "
