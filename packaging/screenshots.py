@@ -103,6 +103,15 @@ def main() -> int:
         for key, model in (("qa", qa_model), ("cls", cls_model)):
             w.choose.model_edit.setText(str(model))
             w.choose.convert_clicked()
+            if key == "cls":  # mid-way (only when it really converts; a stored entry is reused at once)
+                try:
+                    wait_until(lambda: w.convert.stage == "quantize" or not w.convert.running(), 600)
+                    if w.convert.running():
+                        w.convert.log_button.setChecked(True)
+                        shoot(w, f"{theme}-2a-convert-running")
+                        w.convert.log_button.setChecked(False)
+                except TimeoutError:
+                    pass
             wait_until(lambda: not w.convert.running(), 900)
             entries[key] = w.convert.entry
         w.convert.log_button.setChecked(True)

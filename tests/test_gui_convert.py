@@ -53,7 +53,7 @@ def test_convert_classification_then_try_it(window, qtbot, tiny_models):
     assert [page.steps[k].state for k in ("download", "export", "quantize", "validate")] == \
         ["skipped", "done", "done", "done"]
     assert page.overall.value() == 1000
-    assert page.summary.headline.text().startswith(f"{entry.name} is ready")
+    assert page.summary.headline.text().startswith(f"{entry.name} (text classification) is ready")
     figures = [value.text() for value, _ in page.summary.figures]
     assert "smaller" in figures[0] if entry.int8_dir else figures[1] == "Not kept"
     assert page.model_label.text() == f"Converted {entry.name}" and not page.cancel_button.isVisible()
@@ -68,12 +68,21 @@ def test_convert_classification_then_try_it(window, qtbot, tiny_models):
     assert try_it.modes.currentIndex() == 1
     try_it.text_edit.setPlainText("hello world\nthe movie was bad\nfirst part\tsecond part")
     qtbot.mouseClick(try_it.classify_button, Qt.LeftButton)
-    qtbot.waitUntil(lambda: try_it.last_results is not None, timeout=30000)
+    qtbot.waitUntil(lambda: try_it.last_results is not None, timeout=120000)
     lines, fp32, int8 = try_it.last_results
     assert len(lines) == len(fp32) == 3
     assert try_it.results_layout.count() == 4  # three cards and the stretch
     assert "same label on" in try_it.cls_status.text()
     assert all(r.label in entry.manifest["spec"]["labels"] for r in fp32)
+
+
+def test_converting_again_reuses_the_stored_copy(window, qtbot, tiny_models):
+    folder = tiny_models("bert", "sequence-classification")
+    first = convert_through_gui(window, qtbot, folder)
+    window.convert.summary.hide()
+    again = convert_through_gui(window, qtbot, folder)
+    assert again.path == first.path and len(store.list_entries()) == 1
+    assert window.convert.steps["quantize"].status.text().startswith("Done earlier")
 
 
 def test_cancel_part_way_leaves_the_store_unchanged(window, qtbot, tiny_models, monkeypatch):
@@ -93,7 +102,7 @@ def test_cancel_part_way_leaves_the_store_unchanged(window, qtbot, tiny_models, 
     monkeypatch.setattr(quantize, "quantize_model", slow_quantize)
     window.choose.model_edit.setText(str(folder))
     qtbot.mouseClick(window.choose.convert_button, Qt.LeftButton)
-    qtbot.waitUntil(reached.is_set, timeout=60000)
+    qtbot.waitUntil(reached.is_set, timeout=180000)
     assert window.convert.running() and not window.choose.convert_button.isEnabled()
     start = time.monotonic()
     qtbot.mouseClick(window.convert.cancel_button, Qt.LeftButton)
@@ -115,7 +124,7 @@ def test_question_answering_highlights_the_answer(window, qtbot, tiny_models):
     try_it.context_edit.setPlainText("the cat sat on the mat in the house of the dog")
     try_it.question_edit.setText("where did the cat sit")
     qtbot.keyClick(try_it.question_edit, Qt.Key_Return)
-    qtbot.waitUntil(lambda: try_it.last_results is not None, timeout=30000)
+    qtbot.waitUntil(lambda: try_it.last_results is not None, timeout=120000)
     context, a, b = try_it.last_results
     assert a is not None and context[a.start:a.end] == a.text
     answer, meta, view = try_it.answer_views["fp32"]
@@ -133,7 +142,7 @@ def test_compare_fills_table_charts_and_writes_a_readable_report(window, qtbot, 
     compare.runs.setValue(5)
     compare.seq_len.setValue(16)
     qtbot.mouseClick(compare.bench_button, Qt.LeftButton)
-    qtbot.waitUntil(lambda: compare.bench is not None or bool(error_dialogs(window)), timeout=60000)
+    qtbot.waitUntil(lambda: compare.bench is not None or bool(error_dialogs(window)), timeout=180000)
     assert not error_dialogs(window)
     assert compare.bench["config"]["runs"] == 5 and compare.bench["config"]["seq_len"] == 16
     assert "smaller" in compare.headline.text()
@@ -146,7 +155,7 @@ def test_compare_fills_table_charts_and_writes_a_readable_report(window, qtbot, 
     data.write_text("sentence\tlabel\n" + "".join(f"example number {i} here\t{labels[i % len(labels)]}\n"
                                                   for i in range(12)), encoding="utf-8")
     compare.evaluate_file(data)
-    qtbot.waitUntil(lambda: compare.evaluation is not None or bool(error_dialogs(window)), timeout=60000)
+    qtbot.waitUntil(lambda: compare.evaluation is not None or bool(error_dialogs(window)), timeout=180000)
     assert not error_dialogs(window)
     metrics = [compare.table.item(r, 0).text() for r in range(compare.table.rowCount())]
     assert "Same answer as FP32" in metrics and "Accuracy" in metrics

@@ -91,7 +91,7 @@ def comparison_rows(bench: dict | None, evaluation: dict | None = None) -> list[
     if evaluation:
         agreement = _num(evaluation.get("agreement"))
         if agreement is not None:
-            rows.append({"metric": "Same answer as FP32", "key": "agreement", "unit": "%", "fp32": 100.0,
+            rows.append({"metric": "Same answer as FP32", "key": "agreement", "unit": "%", "fp32": None,
                          "int8": agreement * 100, "ratio": f"{agreement:.1%} of {evaluation.get('examples', '?')}"})
         m32 = ((evaluation.get("fp32") or {}).get("metrics")) or {}
         m8 = ((evaluation.get("int8") or {}).get("metrics")) or {}

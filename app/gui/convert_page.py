@@ -237,6 +237,12 @@ class ConvertPage(QWidget):
             if p.message:
                 self.status.setText(p.message)
             return
+        reused = p.stage == "validate" and "already converted" in (p.message or "").lower()
+        if reused:
+            for key, *_ in STEPS:
+                if self.steps[key].state == "waiting":
+                    self.steps[key].set_state("skipped")
+                    self.steps[key].status.setText("Done earlier: reusing the stored copy")
         if p.stage != self.stage:
             keys = [k for k, *_ in STEPS]
             for key in keys[: keys.index(p.stage)]:
@@ -311,15 +317,13 @@ class ConvertPage(QWidget):
         agreement = ((quant.get("chosen") or {}).get("agreement") or {}).get("agreement")
         task = str(entry.task).replace("-", " ").capitalize()
         if entry.int8_dir is None:
-            headline = f"{entry.name} is ready, in FP32 only"
-            figures = [(widgets.human_bytes(fp32), "FP32 model"), ("Not kept", "INT8 changed the answers too much"),
-                       (task, "task")]
+            headline = f"{entry.name} ({task.lower()}) is ready, in FP32 only"
+            figures = [(widgets.human_bytes(fp32), "FP32 model"), ("Not kept", "INT8 changed the answers too much")]
         else:
-            headline = f"{entry.name} is ready"
+            headline = f"{entry.name} ({task.lower()}) is ready"
             figures = [(size_words(fp32, int8), f"{widgets.human_bytes(fp32)} → {widgets.human_bytes(int8)}")]
             if isinstance(agreement, (int, float)):
-                figures.append((f"{agreement:.1%}", "same answer as FP32 (calibration texts)"))
-            figures.append((task, "task"))
+                figures.append((f"{agreement:.1%}", "same answer as FP32 on the calibration texts"))
         if explanation:
             sentence = explanation
         else:

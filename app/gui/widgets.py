@@ -104,6 +104,8 @@ def apply_theme(app: QApplication, theme: str = "system") -> str:
         QWidget#sidebar {{ background: {'#1b1d21' if dark else '#e9ebef'}; }}
         QWidget#sidebar QLabel {{ background: transparent; }}
         QDialogButtonBox {{ dialogbuttonbox-buttons-have-icons: 0; }}
+        QTabWidget::pane {{ border: none; border-top: 1px solid {border}; }}
+        QFrame[role="rule"] {{ background: {border}; border: none; }}
         QLabel[role="headline"] {{ font-size: 17pt; font-weight: 700; color: {'#7fc4b4' if dark else ACCENT}; }}
         QLabel[role="figure"] {{ font-size: 22pt; font-weight: 700; color: {'#7fc4b4' if dark else ACCENT}; }}
         QListWidget#nav {{ border: none; background: {'#1b1d21' if dark else '#e9ebef'}; font-size: 11pt;
@@ -284,8 +286,8 @@ class ProbabilityBars(QWidget):
 
 def hline() -> QFrame:
     f = QFrame()
-    f.setFrameShape(QFrame.HLine)
-    f.setFrameShadow(QFrame.Sunken)
+    f.setProperty("role", "rule")
+    f.setFixedHeight(1)
     return f
 
 
@@ -321,6 +323,7 @@ class ErrorDialog(QDialog):
         self.message.setAccessibleName("Error message")
         self.message.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Minimum)
         lay.addWidget(self.message)
+        lay.addSpacing(6)
         self.details = QPlainTextEdit("".join(traceback.format_exception(type(e), e, e.__traceback__)))
         self.details.setReadOnly(True)
         self.details.setAccessibleName("Error details")
