@@ -288,3 +288,20 @@ def test_gui_package_imports_nothing_heavy():
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+def test_download_step_shows_bytes_speed_and_time_left(window, monkeypatch):
+    import app.gui.convert_page as convert_page
+
+    page = window.convert
+    clock = iter([100.0, 101.0, 102.0, 103.0])
+    monkeypatch.setattr(convert_page.time, "monotonic", lambda: next(clock))
+    page.started_at = 100.0
+    page._progress(Progress("download", 0, 100_000_000, "Downloading model.safetensors", unit="B"))
+    page._progress(Progress("download", 10_000_000, 100_000_000, "Downloading model.safetensors", unit="B"))
+    text = page.steps["download"].status.text()
+    assert text == "10.0 MB of 100.0 MB · 10.0 MB/s · 9 s left", text
+    assert page.steps["download"].state == "running" and 0 < page.overall.value() < 1000
+    page._progress(Progress("export", 1, 4, "embeddings"))
+    assert page.steps["download"].state == "done" and page.steps["export"].state == "running"
+    assert page.overall.value() == int((0.3 + 0.2 * 0.25) * 1000)
