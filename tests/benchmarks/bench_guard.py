@@ -1,0 +1,187 @@
+"""Benchmark (not a test): the accuracy guard's INT8 against every plain `quantize_dynamic` setting, on real data.
+
+On the real fine-tuned `../shared/models/minilm-sst2` and the 2000 labelled phrases of
+`../shared/data/sst2_eval_2000.tsv` (neither is copied into the repo; the script skips with a message
+when they are absent), all measured in ONE run:
+
+- our fused FP32 graph and the guard's INT8, both from `app.core.store.convert` (built-in calibration set);
+- ONNX Runtime's plain `quantize_dynamic` on that same fused FP32 graph with each existing setting: default,
+  per_channel, reduce_range, per_channel + reduce_range, QUInt8 weights (default op types, so the embedding
+  Gathers are quantized too; `DefaultTensorType` FLOAT because shape inference cannot type the contrib ops);
+- for each: top-1 agreement with FP32 and accuracy on the 2000 phrases, each phrase run alone (batch 1:
+  dynamic INT8 takes one activation range per batch, so batching would change INT8's answers), and latency
+  at batch 1 × sequence 128.
+
+Latency uses bench_int8.py's method: one long-lived process per model (ONNX Runtime sessions with
+`session.intra_op.allow_spinning = 0`, so idle engines steal no cores), blocks interleaved round by round
+(2 warm-up runs, then `--runs` timed runs; the order rotates each round), median and p95. The machine is a
+shared 2-core one: compare ratios within one run. Usage:
+
+    .venv/bin/python tests/benchmarks/bench_guard.py [--rounds 5 --runs 20 --threads 2 --workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_int8 import ROOT, Engine, entry_in, onnx_bytes, pct, run_child  # noqa: E402
+
+SHARED = ROOT.parent / "shared"
+MODEL = SHARED / "models" / "minilm-sst2"
+DATA = SHARED / "data" / "sst2_eval_2000.tsv"
+MIN_AGREEMENT, MIN_SPEEDUP = 0.995, 1.8
+
+CONVERT = """
+import json, sys
+from pathlib import Path
+from app.core.store import ConvertConfig, convert
+entry = convert(sys.argv[1], ConvertConfig(reuse=False), root=Path(sys.argv[2]))
+print(json.dumps({"entry": str(entry.path)}))
+"""
+
+
+def plain_settings():
+    from onnxruntime.quantization import QuantType
+
+    return {"default": {}, "per_channel": {"per_channel": True}, "reduce_range": {"reduce_range": True},
+            "per_channel + reduce_range": {"per_channel": True, "reduce_range": True},
+            "QUInt8 weights": {"weight_type": QuantType.QUInt8}}
+
+
+def quantize_plain(fp32: Path, out: Path, options: dict) -> None:
+    import onnx
+    from onnxruntime.quantization import quantize_dynamic
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    quantize_dynamic(str(fp32), str(out), extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT}, **options)
+
+
+def predictions(model: Path, feeds: list[dict], threads: int):
+    """Top-1 class of every example, each run alone, and the softmax scores."""
+    import numpy as np
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.log_severity_level = 3
+    session = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    logits = np.concatenate([session.run(["logits"], {k: v for k, v in f.items() if k in names})[0] for f in feeds])
+    return logits.argmax(-1)  # (examples,)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=MODEL)
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--gap", type=float, default=0.2, help="seconds of idle between latency blocks")
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    missing = [str(p) for p in (args.model, args.data) if not p.exists()]
+    if missing:
+        print(f"skipped: {', '.join(missing)} not found (the real checkpoint and data live in ../shared/)")
+        return 0
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-guard-"))
+    work.mkdir(parents=True, exist_ok=True)
+
+    # The guard's choice, exactly as `convert` makes it (in a child: the app's own process).
+    store = work / "store"
+    convert_s = run_child([sys.executable, "-c", CONVERT, str(args.model), str(store)])[0]
+    entry = entry_in(store)
+    manifest = json.loads((entry / "manifest.json").read_text())
+    fp32 = entry / "fp32" / "model.onnx"
+    models = {"FP32 (fused)": fp32}
+    for name, options in plain_settings().items():
+        path = work / "plain" / (name.replace(" ", "").replace("+", "-") + ".onnx")
+        quantize_plain(fp32, path, options)
+        models[name] = path
+    quant = manifest["quantization"]
+    guard_label = "guard (convert)"
+    if (entry / "int8" / "model.onnx").is_file():
+        models[guard_label] = entry / "int8" / "model.onnx"
+
+    # Agreement and accuracy: every phrase alone.
+    from app.core.calibration import build_calibration
+    from app.core.eval import load_data
+    from app.core.spec import load_config, spec_from_config
+
+    spec = spec_from_config(load_config(entry / "fp32"))
+    data = load_data(args.data)
+    texts = [e.text for e in data.examples]
+    gold = [int(e.label) if e.label.isdigit() else spec.labels.index(e.label) for e in data.examples]
+    feeds = build_calibration(entry / "fp32", spec, texts=texts, batch_size=1).feeds
+    import numpy as np
+
+    gold = np.array(gold)
+    preds = {}
+    for name, path in models.items():
+        t = time.perf_counter()
+        preds[name] = predictions(path, feeds, args.threads)
+        print(f"  evaluated {name} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+
+    # Latency: one process per model, blocks interleaved.
+    engines: dict[str, Engine] = {}
+    try:
+        for name, path in models.items():
+            engines[name] = Engine("ort", path, sys.executable, args.threads)
+        names = list(engines)
+        for r in range(args.rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                time.sleep(args.gap)
+                engines[name].block(args.runs)
+    finally:
+        for e in engines.values():
+            e.close()
+
+    ref = preds["FP32 (fused)"]
+    fp32_acc = float((ref == gold).mean())
+    fp32_ms = statistics.median(engines["FP32 (fused)"].times)
+    print(f"minilm-sst2 (6 layers, hidden 384), {len(texts)} SST-2 phrases at batch 1; latency batch 1 x sequence "
+          f"128, {args.threads} threads, {args.rounds} interleaved rounds x {args.runs} runs, one process per model")
+    header = (f"{'setting':<28} {'agree %':>8} {'flipped':>8} {'acc %':>7} {'Δ pts':>6} {'MB':>6} "
+              f"{'p50 ms':>7} {'p95 ms':>7} {'speed-up':>8}")
+    print(header)
+    rows = {}
+    for name in models:
+        agree = float((preds[name] == ref).mean())
+        acc = float((preds[name] == gold).mean())
+        med = statistics.median(engines[name].times)
+        rows[name] = (agree, fp32_ms / med)
+        print(f"{name:<28} {agree * 100:>8.2f} {int((preds[name] != ref).sum()):>8} {acc * 100:>7.2f} "
+              f"{(acc - fp32_acc) * 100:>+6.2f} {onnx_bytes(models[name]) / 1e6:>6.1f} {med:>7.2f} "
+              f"{pct(engines[name].times, 0.95):>7.2f} {fp32_ms / med:>7.2f}x")
+
+    chosen = quant.get("chosen")
+    print(f"\nguard's choice: {chosen['settings'] if chosen else 'kept FP32'} — {quant.get('explanation')}")
+    print(f"guard tried {len(quant['candidates'])} setting(s) on {quant['calibration']}; convert took "
+          f"{convert_s:.0f} s (quantize {manifest['timings'].get('quantize_s')} s)")
+    for c in quant["candidates"]:
+        a = c["agreement"]
+        print(f"  - {c['settings']}: {a['agreement']:.2%} same answer, cosine {a['cosine']:.4f}, {c['seconds']} s"
+              f"{' (chosen)' if chosen and c['settings'] == chosen['settings'] else ''}")
+    if guard_label in rows:
+        agree, speed = rows[guard_label]
+        plain = {k: v for k, v in rows.items() if k not in ("FP32 (fused)", guard_label)}
+        print(f"goal: agreement >= {MIN_AGREEMENT:.1%}: {agree:.2%} {'met' if agree >= MIN_AGREEMENT else 'NOT met'}; "
+              f"speed-up >= {MIN_SPEEDUP}x: {speed:.2f}x {'met' if speed >= MIN_SPEEDUP else 'NOT met'}")
+        worse = [f"{k} ({'agreement' if v[0] > agree else ''}{' and ' if v[0] > agree and v[1] > speed else ''}"
+                 f"{'speed' if v[1] > speed else ''})" for k, v in plain.items() if v[0] > agree or v[1] > speed]
+        print("better than every existing setting on both axes: " +
+              ("yes" if not worse else "no; beaten by " + ", ".join(worse)))
+    print("note: a shared 2-core machine; latency medians move by up to ~30% between runs, ratios within a run less.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
