@@ -152,8 +152,13 @@ def _weighted_nodes(model) -> list:
     return [n for n in model.graph.node if n.op_type in QUANTIZED_OPS and len(n.input) > 1 and n.input[1] in inits]
 
 
-def collect(model_path: Path, calibration: Calibration, *, max_tokens: int = 2048, threads: int | None = None) -> None:
-    """Fill calibration.reference and .activations by running the FP32 model once with extra outputs."""
+def collect(model_path: Path, calibration: Calibration, *, max_tokens: int = 2048, probe_batches: int = 128,
+            threads: int | None = None) -> None:
+    """Fill calibration.reference and .activations by running the FP32 model once with extra outputs.
+
+    Activations (the inputs of every quantizable node) are sampled from `probe_batches` batches spread
+    evenly over the set; the rest run for their outputs alone, which is much cheaper on large models.
+    """
     import onnx
     import onnxruntime as ort
 
@@ -170,11 +175,16 @@ def collect(model_path: Path, calibration: Calibration, *, max_tokens: int = 204
     del model
     samples: dict[str, list[np.ndarray]] = {p: [] for p in probes}
     rng = np.random.default_rng(0)
-    per_batch = max(1, max_tokens // max(1, len(calibration.feeds)))
+    stride = -(-len(calibration.feeds) // probe_batches)  # ceil
+    per_batch = max(1, max_tokens // max(1, min(probe_batches, len(calibration.feeds))))
     calibration.reference.clear()
-    for feed in calibration.feeds:
-        results = dict(zip(outputs + probes, session.run(outputs + probes, feed)))
+    for i, feed in enumerate(calibration.feeds):
+        probed = i % stride == 0
+        wanted = outputs + probes if probed else outputs
+        results = dict(zip(wanted, session.run(wanted, feed)))
         calibration.reference.append({k: results[k] for k in outputs})
+        if not probed:
+            continue
         real = feed["attention_mask"].astype(bool)  # (batch, seq)
         for p in probes:
             x = results[p][real] if results[p].ndim == 3 else results[p]  # (tokens, channels)
@@ -339,18 +349,52 @@ def compare(task: str, reference: list[dict], outputs: list[dict], feeds: list[d
 
 # --- the guard -----------------------------------------------------------------------------------------------
 
-def candidate_ladder(order: list[str], base: QuantizeConfig = QuantizeConfig()) -> list[QuantizeConfig]:
+def validate(int8_path: Path, calibration: Calibration, *, task: str, multi_label: bool = False,
+             target: GuardTarget | None = None, threads: int | None = None,
+             cancel: threading.Event | None = None, chunk: int = 32) -> Agreement:
+    """Compare the INT8 model with the FP32 reference on the calibration set.
+
+    With a target, stops as soon as more examples disagree than the target allows: a failing setting
+    costs a fraction of a full pass (the agreement then covers the examples run so far).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(int8_path), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    total = sum(len(f["attention_mask"]) for f in calibration.feeds)
+    allowed = None if target is None else (1 - target.min_agreement) * total
+    outputs: list[dict] = []
+    agreement = Agreement(1.0, 1.0, 0)
+    for lo in range(0, len(calibration.feeds), chunk):
+        check_cancel(cancel)
+        feeds = calibration.feeds[lo:lo + chunk]
+        outputs += [dict(zip(names, session.run(None, f))) for f in feeds]
+        agreement = compare(task, calibration.reference[:len(outputs)], outputs, calibration.feeds[:len(outputs)],
+                            multi_label=multi_label)
+        if allowed is not None and (1 - agreement.agreement) * agreement.examples > allowed + 1e-9:
+            break
+    return agreement
+
+
+def candidate_ladder(base: QuantizeConfig = QuantizeConfig()) -> list[QuantizeConfig]:
     """Settings to try, fastest first.
 
     Every extra FP32 op costs time on small models, so the ladder starts with everything in INT8, then
-    sends more outlier channels through FP32 side paths (`order` ranks nodes by sensitivity), then keeps
-    the most sensitive nodes entirely in FP32.
+    sends more outlier channels through FP32 side paths.
     """
-    ladder = [replace(base, split_outliers=False), replace(base, outlier_ratio=6.0),
-              base, replace(base, outlier_ratio=2.0, max_outlier_channels=16, reduce_range=True)]
-    total = len(order)
+    return [replace(base, split_outliers=False), replace(base, outlier_ratio=6.0), base,
+            replace(base, outlier_ratio=2.0, max_outlier_channels=16, reduce_range=True)]
+
+
+def keep_fp32_ladder(order: list[str], base: QuantizeConfig = QuantizeConfig()) -> list[QuantizeConfig]:
+    """The last resort, slower rungs: ever more of the most sensitive nodes (`order`) entirely in FP32."""
+    ladder = []
     for k in (1, 2, 3, 4, 6, 8, 12, 16, 24):
-        if k > max(1, total // 3):
+        if k > max(1, len(order) // 3):
             break
         ladder.append(replace(base, keep_fp32=tuple(order[:k])))
     return ladder
@@ -410,11 +454,12 @@ def quantize_model(fp32_path: Path, out_path: Path, calibration: Calibration, *,
             collect(fp32_path, calibration, threads=threads)
         check_cancel(cancel)
         base = onnx.load(str(fp32_path))
-        order = [name for name, _ in sensitivity(base, calibration, force or QuantizeConfig())]
-        ladder = [force] if force else candidate_ladder(order)
+        ladder = [force] if force else candidate_ladder()
         candidates: list[Candidate] = []
         chosen, split = None, {}
-        for i, config in enumerate(ladder):
+        i = 0
+        while i < len(ladder):
+            config = ladder[i]
             check_cancel(cancel)
             report(progress, "quantize", i, len(ladder), f"trying {config.describe()}")
             start = time.perf_counter()
@@ -423,10 +468,9 @@ def quantize_model(fp32_path: Path, out_path: Path, calibration: Calibration, *,
             side_nodes, split = _rewrite(model, config, calibration)
             _quantize_file(model, config, side_nodes, out_path)
             del model
-            check_cancel(cancel)
             report(progress, "validate", i, len(ladder), f"comparing with FP32: {config.describe()}")
-            agreement = compare(task, calibration.reference, _run(out_path, calibration.feeds, threads),
-                                calibration.feeds, multi_label=multi_label)
+            agreement = validate(out_path, calibration, task=task, multi_label=multi_label,
+                                 target=None if force else target, threads=threads, cancel=cancel)
             passed = agreement.meets(target)
             candidates.append(Candidate(config, agreement, passed, time.perf_counter() - start))
             log.info("candidate %s: agreement %.4f cosine %.5f", config.describe(), agreement.agreement,
@@ -434,6 +478,9 @@ def quantize_model(fp32_path: Path, out_path: Path, calibration: Calibration, *,
             if passed or force:  # forced settings are kept even below target: the expert chose them
                 chosen = candidates[-1]
                 break
+            i += 1
+            if i == len(ladder) == len(candidate_ladder()):  # only now is the sensitivity ranking worth its cost
+                ladder += keep_fp32_ladder([name for name, _ in sensitivity(base, calibration, QuantizeConfig())])
         if chosen is None:
             out_path.unlink(missing_ok=True)
         report(progress, "validate", len(ladder), len(ladder), "done")
