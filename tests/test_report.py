@@ -35,6 +35,8 @@ def test_rows_and_headline_speak_plainly():
     assert rows["agreement"]["ratio"].startswith("99.6% of 500")
     assert report.headline(BENCH, EVAL) == "4.0x smaller, 2.3x faster, the same answer on 99.6% of examples"
     assert report.headline(None, None) == ""
+    even = {"fp32": dict(BENCH["fp32"], p50_ms=10.0), "int8": dict(BENCH["int8"], p50_ms=10.1)}
+    assert report.headline(even) == "4.0x smaller, about as fast"
     assert report.headline(None, None, agreement=1.0) == "The same answer on 100.0% of examples"
 
 

@@ -114,7 +114,8 @@ def headline(bench: dict | None, evaluation: dict | None = None, agreement: floa
     if size and size["fp32"] and size["int8"]:
         parts.append(ratio_words(size["fp32"], size["int8"], lower_is_better=True, unit="MB"))
     if p50 and p50["fp32"] and p50["int8"]:
-        parts.append(ratio_words(p50["fp32"], p50["int8"], lower_is_better=True, unit="ms"))
+        speed = ratio_words(p50["fp32"], p50["int8"], lower_is_better=True, unit="ms")
+        parts.append("about as fast" if speed == "about the same" else speed)
     if evaluation and _num(evaluation.get("agreement")) is not None:
         agreement = float(evaluation["agreement"])
     if agreement is not None:
