@@ -305,3 +305,16 @@ def test_download_step_shows_bytes_speed_and_time_left(window, monkeypatch):
     page._progress(Progress("export", 1, 4, "embeddings"))
     assert page.steps["download"].state == "done" and page.steps["export"].state == "running"
     assert page.overall.value() == int((0.3 + 0.2 * 0.25) * 1000)
+
+
+def test_a_stale_store_scan_never_overrides_a_newer_one(window, qtbot):
+    from types import SimpleNamespace
+
+    qtbot.waitUntil(lambda: getattr(window, "_scan_generation", 0) >= 1, timeout=5000)
+    entry = SimpleNamespace(path="/x", name="m", revision=None, task="text-classification", int8_dir=None)
+    window._scan_generation = 7
+    window.set_entry(entry)
+    window._entries_loaded((6, []))  # the start-up scan finishing after a conversion
+    assert window.entry is entry
+    window._entries_loaded((7, []))
+    assert window.entry is None

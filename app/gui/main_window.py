@@ -135,14 +135,20 @@ class MainWindow(QMainWindow):
     def refresh_entries(self) -> None:
         """Re-read the store off the GUI thread; pages update from `entries_changed`."""
 
+        self._scan_generation = getattr(self, "_scan_generation", 0) + 1
+        generation = self._scan_generation
+
         def scan(progress, cancel):
             from app.core import store
-            return store.list_entries()
+            return generation, store.list_entries()
 
         start_task(scan, self, name="list-store", on_result=self._entries_loaded,
                    on_error=lambda e: log.warning("cannot list the store: %s", e))
 
-    def _entries_loaded(self, entries) -> None:
+    def _entries_loaded(self, result) -> None:
+        generation, entries = result
+        if generation != self._scan_generation:  # a slower, older scan: a newer one is on its way
+            return
         self.entries = list(entries)
         if self.entry is not None:
             same = [e for e in self.entries if str(e.path) == str(self.entry.path)]
