@@ -208,11 +208,18 @@ class ComparePage(QWidget):
             from app.core.bench import BenchConfig, benchmark
             result = benchmark(entry, BenchConfig(batch=batch, seq_len=seq_len, runs=runs, threads=threads),
                                progress=progress, cancel=cancel)
-            return result.to_dict()
+            return str(entry.path), result.to_dict()
 
         self._start(run, "bench", self._benched, f"Measuring both models ({runs} runs each)…")
 
-    def _benched(self, data: dict) -> None:
+    def _for_current(self, out) -> dict | None:
+        key, data = out
+        return data if self.entry is not None and str(self.entry.path) == key else None
+
+    def _benched(self, out) -> None:
+        data = self._for_current(out)
+        if data is None:  # the user picked another model meanwhile
+            return
         self.bench = data
         self.status.setText("Measured on this computer. Times vary a little from run to run.")
         self._fill()
@@ -245,11 +252,14 @@ class ComparePage(QWidget):
             if key not in cache:
                 cache[key] = (Runner.load(entry.fp32_dir, threads=threads), Runner.load(entry.int8_dir, threads=threads))
             fp32, int8 = cache[key]
-            return evaluate(fp32, int8, data, limit=limit, progress=progress, cancel=cancel).to_dict()
+            return key, evaluate(fp32, int8, data, limit=limit, progress=progress, cancel=cancel).to_dict()
 
         self._start(run, "eval", self._evaluated, f"Evaluating both models on {Path(path).name}…")
 
-    def _evaluated(self, data: dict) -> None:
+    def _evaluated(self, out) -> None:
+        data = self._for_current(out)
+        if data is None:
+            return
         self.evaluation = data
         self.status.setText(f"Evaluated on {data.get('examples')} examples of {Path(str(data.get('data'))).name}.")
         self._fill()

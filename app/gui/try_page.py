@@ -267,8 +267,9 @@ class TryPage(QWidget):
         def work(fp32, int8):
             a = fp32.classify(texts, text_pairs)
             b = int8.classify(texts, text_pairs) if int8 is not None else [None] * len(a)
-            return lines, a, b
+            return key, lines, a, b
 
+        key = str(self.entry.path)
         self.classify_button.setEnabled(False)
         self.cls_status.setText(f"Classifying {len(lines)} example{'s' if len(lines) > 1 else ''}…")
         self.task = start_task(self._with_runners(work), self, name="classify", on_result=self._classified,
@@ -286,8 +287,15 @@ class TryPage(QWidget):
             meta.setText("")
             view.clear()
 
+    def _current(self, key: str) -> bool:
+        """False when the user picked another model while this one was running."""
+        return self.entry is not None and str(self.entry.path) == key
+
     def _classified(self, out) -> None:
-        lines, a, b = out
+        key, lines, a, b = out
+        out = (lines, a, b)
+        if not self._current(key):
+            return
         self.last_results = out
         self._clear_results()
         for i, (text, r32, r8) in enumerate(zip(lines, a, b)):
@@ -318,7 +326,9 @@ class TryPage(QWidget):
         def work(fp32, int8):
             a = fp32.answer(question, context)
             b = int8.answer(question, context) if int8 is not None else []
-            return context, (a[0] if a else None), (b[0] if b else None)
+            return key, context, (a[0] if a else None), (b[0] if b else None)
+
+        key = str(self.entry.path)
 
         self.answer_button.setEnabled(False)
         self.qa_status.setText("Reading the context…")
@@ -326,7 +336,10 @@ class TryPage(QWidget):
                                on_error=self._failed, on_finished=lambda: self.answer_button.setEnabled(True))
 
     def _answered(self, out) -> None:
-        context, a, b = out
+        key, context, a, b = out
+        out = (context, a, b)
+        if not self._current(key):
+            return
         self.last_results = out
         for key, ans, color in (("fp32", a, "#a9c4ee"), ("int8", b, "#f5c39e")):
             answer, meta, view = self.answer_views[key]
