@@ -105,9 +105,12 @@ def test_compare_counts_label_and_span_flips():
     qa_feeds = [{"attention_mask": np.ones((1, 4), np.int64)}]
     same = compare("question-answering", [{"start_logits": start, "end_logits": end}],
                    [{"start_logits": start + 0.01, "end_logits": end}], qa_feeds)
+    elsewhere = np.array([[0.0, 0.0, 0.0, 9.0]])
+    shorter = compare("question-answering", [{"start_logits": start, "end_logits": end}],
+                      [{"start_logits": start, "end_logits": end[:, ::-1]}], qa_feeds)  # span (1, 1) inside (1, 2)
     moved = compare("question-answering", [{"start_logits": start, "end_logits": end}],
-                    [{"start_logits": start, "end_logits": end[:, ::-1] * 1.0 + np.array([[0, 6.0, 0, 0]])}], qa_feeds)
-    assert same.agreement == 1.0 and moved.agreement == 0.0
+                    [{"start_logits": elsewhere, "end_logits": elsewhere}], qa_feeds)  # span (3, 3)
+    assert same.agreement == 1.0 and shorter.agreement == 1.0 and moved.agreement == 0.0
 
 
 def test_quantize_config_validates_fields():

@@ -164,7 +164,10 @@ def build_calibration(folder, spec, *, texts: list[str] | None = None, pairs: li
     tokenizer = load_tokenizer(folder, spec)
     max_length = min(max_length, tokenizer.max_length)
     if spec.task == "question-answering":
-        qa = qa or [(q, c) for c, questions in QA_EXAMPLES for q in questions]
+        # Each question against its own context, alone and followed by every other context: the answer is
+        # still there, among more distractors, as in multi-paragraph documents.
+        qa = qa or [(q, c if other is None else f"{c} {other}") for c, questions in QA_EXAMPLES for q in questions
+                    for other in (None, *(o for o, _ in QA_EXAMPLES if o != c))]
         firsts, seconds = [q for q, _ in qa], [c for _, c in qa]
         truncation = "only_second"
         description = description or f"built-in, {len(qa)} questions"
