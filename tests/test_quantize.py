@@ -13,8 +13,8 @@ import pytest
 
 from app.core.calibration import build_calibration
 from app.core.errors import CancelledError, ExportError, StoreError
-from app.core.quantize import (GuardTarget, QuantizeConfig, _rewrite, _run, collect, compare,
-                               outlier_channels)
+from app.core.quantize import (Calibration, GuardTarget, QuantizeConfig, _rewrite, collect, compare, outlier_channels,
+                               validate)
 from app.core.spec import load_spec
 from app.core.store import ConvertConfig, convert, delete_entry, find_entry, list_entries, store_root
 from conftest import shared_data, shared_model
@@ -53,7 +53,7 @@ def test_int8_answers_like_fp32_on_tiny_models(tiny_models, tmp_path):
         spec = load_spec(entry.fp32_dir)
         cal = build_calibration(entry.fp32_dir, spec)
         collect(entry.fp32_dir / "model.onnx", cal)
-        agreement = compare(spec.task, cal.reference, _run(entry.int8_dir / "model.onnx", cal.feeds, None), cal.feeds)
+        agreement = validate(entry.int8_dir / "model.onnx", cal, task=spec.task)
         assert agreement.cosine > 0.95, (family, head, agreement)
 
 
@@ -76,14 +76,14 @@ def test_outlier_split_and_row_embeddings_are_exact_before_quantization(tiny_mod
     side, split = _rewrite(model, QuantizeConfig(outlier_ratio=1.5, quantize_embeddings=False), cal)
     assert split and side  # the low ratio makes every MatMul split
     onnx.save(model, tmp_path / "rewritten.onnx")
-    out = _run(tmp_path / "rewritten.onnx", cal.feeds, None)
-    for a, b in zip(cal.reference, out):
+    rewritten = Calibration(cal.feeds)
+    collect(tmp_path / "rewritten.onnx", rewritten)
+    for a, b in zip(cal.reference, rewritten.reference):
         np.testing.assert_allclose(a["logits"], b["logits"], atol=1e-4)
     model = onnx.load(entry.fp32_dir / "model.onnx")
     _rewrite(model, QuantizeConfig(split_outliers=False), cal)  # int8 embedding rows, one scale per row
     onnx.save(model, tmp_path / "embeddings.onnx")
-    agreement = compare(spec.task, cal.reference, _run(tmp_path / "embeddings.onnx", cal.feeds, None), cal.feeds)
-    assert agreement.cosine > 0.999
+    assert validate(tmp_path / "embeddings.onnx", cal, task=spec.task).cosine > 0.999
 
 
 def test_outlier_channels():
@@ -225,6 +225,6 @@ def test_real_sst2_guard_keeps_99_5_percent_agreement(tmp_path):
     spec = load_spec(entry.fp32_dir)
     cal = build_calibration(entry.fp32_dir, spec, texts=texts, batch_size=1)
     collect(entry.fp32_dir / "model.onnx", cal, max_tokens=16)
-    agreement = compare(spec.task, cal.reference, _run(entry.int8_dir / "model.onnx", cal.feeds, None), cal.feeds)
+    agreement = validate(entry.int8_dir / "model.onnx", cal, task=spec.task)
     assert agreement.agreement >= 0.995, agreement
     assert entry.manifest["files"]["int8_bytes"] <= 0.27 * entry.manifest["files"]["fp32_bytes"]

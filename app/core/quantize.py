@@ -146,6 +146,16 @@ class Calibration:
     description: str = ""
 
 
+def _session(model: str | bytes, threads: int | None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 def _weighted_nodes(model) -> list:
     """MatMul/Attention nodes whose weight is an initializer: the ones quantization touches."""
     inits = {i.name for i in model.graph.initializer}
@@ -160,18 +170,13 @@ def collect(model_path: Path, calibration: Calibration, *, max_tokens: int = 204
     evenly over the set; the rest run for their outputs alone, which is much cheaper on large models.
     """
     import onnx
-    import onnxruntime as ort
 
     model = onnx.load(str(model_path))
     outputs = [o.name for o in model.graph.output]
     probes = sorted({n.input[0] for n in _weighted_nodes(model)})
     for name in probes:
         model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = _session(model.SerializeToString(), threads)
     del model
     samples: dict[str, list[np.ndarray]] = {p: [] for p in probes}
     rng = np.random.default_rng(0)
@@ -359,13 +364,7 @@ def validate(int8_path: Path, calibration: Calibration, *, task: str, multi_labe
     With a target, stops as soon as more examples disagree than the target allows: a failing setting
     costs a fraction of a full pass (the agreement then covers the examples run so far).
     """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(int8_path), options, providers=["CPUExecutionProvider"])
+    session = _session(str(int8_path), threads)
     names = [o.name for o in session.get_outputs()]
     total = sum(len(f["attention_mask"]) for f in calibration.feeds)
     allowed = None if target is None else (1 - target.min_agreement) * total
@@ -425,18 +424,6 @@ def _quantize_file(model, config: QuantizeConfig, side_nodes: list[str], out_pat
                          weight_type=QuantType.QInt8 if config.weight_type == "int8" else QuantType.QUInt8,
                          nodes_to_exclude=list(config.keep_fp32) + side_nodes,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-
-
-def _run(path: Path, feeds: list[dict], threads: int | None) -> list[dict]:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return [dict(zip(names, session.run(None, f))) for f in feeds]
 
 
 def quantize_model(fp32_path: Path, out_path: Path, calibration: Calibration, *, task: str,
