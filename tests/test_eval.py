@@ -236,9 +236,15 @@ def test_evaluate_squad_v2(tmp_path, qa_runners):
 # --- CLI -----------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def converted(cls_runners, qa_runners):
-    """Folders laid out like a store entry: <model>/fp32 and <model>/int8."""
-    return {task: runners[0].folder.parent for task, runners in (("cls", cls_runners), ("qa", qa_runners))}
+def converted(tiny_models, tmp_path_factory):
+    """Store entries (INT8 forced: the guard may keep random tiny models in FP32), passed to the CLI by path."""
+    from app.core.quantize import QuantizeConfig
+    from app.core.store import ConvertConfig, convert
+
+    root = tmp_path_factory.mktemp("store")
+    models = {"cls": tiny_models("bert", "sequence-classification"), "qa": tiny_models("roberta", "question-answering")}
+    return {task: convert(str(folder), ConvertConfig(force=QuantizeConfig()), root=root).path
+            for task, folder in models.items()}
 
 
 def test_cli_predict_classification(converted, capsys):
@@ -287,7 +293,7 @@ def test_cli_eval(converted, tmp_path, capsys):
     assert main(["eval", str(converted["cls"]), "--data", str(bad), "-q"]) == 1
     assert "bad.tsv, line 2, field 'label'" in capsys.readouterr().err
     assert main(["eval", str(tmp_path), "--data", str(bad), "-q"]) == 1
-    assert "not a converted model" in capsys.readouterr().err
+    assert "not a model folder" in capsys.readouterr().err
 
 
 # --- real checkpoints, through the store (FP32 export + accuracy-guarded INT8) --------------------------
