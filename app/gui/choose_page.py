@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Slot
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLineEdit,
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLineEdit,
                                QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
 from app.gui import widgets
@@ -27,26 +27,6 @@ def load_curated(path: Path = CURATED) -> list[dict]:
         return []
 
 
-def _table(headers: list[str], name: str) -> QTableWidget:
-    t = QTableWidget(0, len(headers))
-    t.setHorizontalHeaderLabels(headers)
-    t.setAccessibleName(name)
-    t.setSelectionBehavior(QAbstractItemView.SelectRows)
-    t.setSelectionMode(QAbstractItemView.SingleSelection)
-    t.setEditTriggers(QAbstractItemView.NoEditTriggers)
-    t.verticalHeader().hide()
-    t.setAlternatingRowColors(True)
-    t.setShowGrid(False)
-    t.setWordWrap(False)
-    t.setTabKeyNavigation(False)
-    t.verticalHeader().setDefaultSectionSize(30)
-    header = t.horizontalHeader()
-    header.setSectionResizeMode(QHeaderView.ResizeToContents)
-    header.setSectionResizeMode(len(headers) - 1, QHeaderView.Stretch)
-    header.setDefaultAlignment(Qt.AlignLeft | Qt.AlignVCenter)
-    return t
-
-
 def _item(text: str, data=None) -> QTableWidgetItem:
     item = QTableWidgetItem(text)
     if data is not None:
@@ -60,12 +40,9 @@ class ChoosePage(QWidget):
         self.window = window
         self.search_task = None
         self.hits: list = []
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(28, 22, 28, 20)
-        lay.setSpacing(10)
-        lay.addWidget(widgets.page_header(
-            "Choose a model", "Pick a Hugging Face model for text classification or question answering. "
-            "Pocket NLP converts it to run without PyTorch and makes a smaller INT8 copy you can compare."))
+        lay = widgets.page_layout(
+            self, "Choose a model", "Pick a Hugging Face model for text classification or question answering. "
+            "Pocket NLP converts it to run without PyTorch and makes a smaller INT8 copy you can compare.")
         self.banner = widgets.Banner()
         self.banner.hide()
         lay.addWidget(self.banner)
@@ -103,7 +80,7 @@ class ChoosePage(QWidget):
         self.tabs.setDocumentMode(True)
         # Suggested
         self.curated = load_curated()
-        self.curated_table = _table(["Model", "Task", "What it does"], "Suggested models")
+        self.curated_table = widgets.data_table(["Model", "Task", "What it does"], "Suggested models")
         for m in self.curated:
             r = self.curated_table.rowCount()
             self.curated_table.insertRow(r)
@@ -137,7 +114,7 @@ class ChoosePage(QWidget):
         self.search_status = widgets.label("Most downloaded models first. Only models marked “Yes” can be "
                                            "converted.", "muted", wrap=True)
         s_lay.addWidget(self.search_status)
-        self.search_table = _table(["Model", "Task", "Downloads", "Can convert"], "Search results")
+        self.search_table = widgets.data_table(["Model", "Task", "Downloads", "Can convert"], "Search results")
         self._wire(self.search_table)
         s_lay.addWidget(self.search_table, 1)
         self.tabs.addTab(search, "Search the Hub")
@@ -149,7 +126,7 @@ class ChoosePage(QWidget):
         self.local_status = widgets.label("Models in your Hugging Face cache and models Pocket NLP already "
                                           "converted. These work offline.", "muted", wrap=True)
         l_lay.addWidget(self.local_status)
-        self.local_table = _table(["Model", "Where", "Size"], "Models on this computer")
+        self.local_table = widgets.data_table(["Model", "Where", "Size"], "Models on this computer")
         self._wire(self.local_table)
         l_lay.addWidget(self.local_table, 1)
         self.tabs.addTab(local, "On this computer")

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Slot
-from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QGridLayout, QHBoxLayout, QHeaderView, QProgressBar,
+from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QProgressBar,
                                QScrollArea, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from app.gui import widgets
@@ -48,12 +48,9 @@ class ComparePage(QWidget):
         outer.addWidget(scroll)
         body = QWidget()
         scroll.setWidget(body)
-        lay = QVBoxLayout(body)
-        lay.setContentsMargins(28, 22, 28, 20)
-        lay.setSpacing(10)
-        lay.addWidget(widgets.page_header(
-            "Compare", "Measure both models on this computer: how big they are, how fast they load and answer, "
-            "and, with a labelled file, how often INT8 gives the same answer."))
+        lay = widgets.page_layout(
+            body, "Compare", "Measure both models on this computer: how big they are, how fast they load and answer, "
+            "and, with a labelled file, how often INT8 gives the same answer.")
         self.model_label = widgets.label("No model yet: convert one first.", "section")
         self.model_label.setAccessibleName("Model being compared")
         lay.addWidget(self.model_label)

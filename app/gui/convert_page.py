@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Slot
-from PySide6.QtWidgets import (QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QWidget)
 
 from app.gui import widgets
 from app.gui.worker import start_task
@@ -90,12 +89,9 @@ class ConvertPage(QWidget):
         self.samples: collections.deque = collections.deque(maxlen=40)
         self.stage = None
         self.started_at = 0.0
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(28, 22, 28, 20)
-        lay.setSpacing(10)
-        lay.addWidget(widgets.page_header(
-            "Convert", "Pocket NLP downloads the model, turns it into an ONNX model that runs without PyTorch, "
-            "and makes a smaller INT8 copy, checking that it still answers like the original."))
+        lay = widgets.page_layout(
+            self, "Convert", "Pocket NLP downloads the model, turns it into an ONNX model that runs without PyTorch, "
+            "and makes a smaller INT8 copy, checking that it still answers like the original.")
 
         card = widgets.Card()
         head = QHBoxLayout()
@@ -283,7 +279,6 @@ class ConvertPage(QWidget):
     def _overall(self, p) -> float:
         total = 0.0
         for key, *_ in STEPS:
-            step = self.steps[key]
             if key == p.stage:
                 total += WEIGHTS[key] * (p.fraction or 0.0)
                 break

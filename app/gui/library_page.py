@@ -7,8 +7,8 @@ import time
 
 from PySide6.QtCore import Qt, QUrl, Slot
 from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QTableWidget, QTableWidgetItem,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QHBoxLayout, QTableWidgetItem,
+                               QWidget)
 
 from app.gui import widgets
 from app.gui.convert_page import folder_bytes
@@ -22,28 +22,12 @@ class LibraryPage(QWidget):
         super().__init__()
         self.window = window
         self.entries: list = []
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(28, 22, 28, 20)
-        lay.setSpacing(10)
-        lay.addWidget(widgets.page_header(
-            "Library", "Models you converted. They work offline; open one to try it or compare it again."))
+        lay = widgets.page_layout(
+            self, "Library", "Models you converted. They work offline; open one to try it or compare it again.")
         self.where = widgets.label("", "muted", selectable=True)
         lay.addWidget(self.where)
-        self.table = QTableWidget(0, 6)
-        self.table.setHorizontalHeaderLabels(["Model", "Task", "Revision", "FP32", "INT8", "Converted"])
-        self.table.setAccessibleName("Converted models")
-        self.table.verticalHeader().hide()
-        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.table.setAlternatingRowColors(True)
-        self.table.setShowGrid(False)
-        self.table.setTabKeyNavigation(False)
-        self.table.verticalHeader().setDefaultSectionSize(30)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeToContents)
-        header.setSectionResizeMode(0, QHeaderView.Stretch)
-        header.setDefaultAlignment(Qt.AlignLeft | Qt.AlignVCenter)
+        self.table = widgets.data_table(["Model", "Task", "Revision", "FP32", "INT8", "Converted"],
+                                        "Converted models", stretch=0)
         self.table.itemSelectionChanged.connect(self._update_buttons)
         self.table.itemActivated.connect(lambda item: self.open_selected())
         lay.addWidget(self.table, 1)

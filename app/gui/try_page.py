@@ -85,12 +85,9 @@ class TryPage(QWidget):
         self.runners: dict[str, tuple] = {}  # entry path → (fp32 runner, int8 runner or None)
         self.task = None
         self.last_results = None
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(28, 22, 28, 20)
-        lay.setSpacing(10)
-        lay.addWidget(widgets.page_header(
-            "Try it", "Type your own examples and see the original (FP32) and the small (INT8) model answer "
-            "side by side, with how long each took."))
+        lay = widgets.page_layout(
+            self, "Try it", "Type your own examples and see the original (FP32) and the small (INT8) model answer "
+            "side by side, with how long each took.")
         row = QHBoxLayout()
         row.addWidget(widgets.label("Model:"))
         self.model_combo = QComboBox()

@@ -7,9 +7,9 @@ import traceback
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import (QApplication, QDialog, QDialogButtonBox, QFrame, QGridLayout, QHBoxLayout, QLabel,
-                               QMessageBox, QPlainTextEdit, QProgressBar, QPushButton, QSizePolicy, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QApplication, QDialog, QDialogButtonBox, QFrame, QGridLayout,
+                               QHBoxLayout, QHeaderView, QLabel, QMessageBox, QPlainTextEdit, QProgressBar,
+                               QPushButton, QSizePolicy, QTableWidget, QVBoxLayout, QWidget)
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,36 @@ def button(text: str, accessible: str | None = None) -> QPushButton:
     b = QPushButton(text)
     b.setAccessibleName(accessible or text.replace("&", "").rstrip("."))
     return b
+
+
+def page_layout(page: QWidget, title: str, subtitle: str) -> QVBoxLayout:
+    """The layout every page starts with: the same margins, then its title and a plain-words subtitle."""
+    lay = QVBoxLayout(page)
+    lay.setContentsMargins(28, 22, 28, 20)
+    lay.setSpacing(10)
+    lay.addWidget(page_header(title, subtitle))
+    return lay
+
+
+def data_table(headers: list[str], name: str, *, stretch: int = -1) -> QTableWidget:
+    """A read-only, row-selecting table; `stretch` is the column that takes the spare width."""
+    t = QTableWidget(0, len(headers))
+    t.setHorizontalHeaderLabels(headers)
+    t.setAccessibleName(name)
+    t.setSelectionBehavior(QAbstractItemView.SelectRows)
+    t.setSelectionMode(QAbstractItemView.SingleSelection)
+    t.setEditTriggers(QAbstractItemView.NoEditTriggers)
+    t.verticalHeader().hide()
+    t.setAlternatingRowColors(True)
+    t.setShowGrid(False)
+    t.setWordWrap(False)
+    t.setTabKeyNavigation(False)
+    t.verticalHeader().setDefaultSectionSize(30)
+    header = t.horizontalHeader()
+    header.setSectionResizeMode(QHeaderView.ResizeToContents)
+    header.setSectionResizeMode(stretch % len(headers), QHeaderView.Stretch)
+    header.setDefaultAlignment(Qt.AlignLeft | Qt.AlignVCenter)
+    return t
 
 
 def page_header(title: str, subtitle: str) -> QWidget:
