@@ -446,6 +446,7 @@ def quantize_model(fp32_path: Path, out_path: Path, calibration: Calibration, *,
         ladder = [force] if force else candidate_ladder()
         candidates: list[Candidate] = []
         chosen, split = None, {}
+        ranked = bool(force)  # the sensitivity ranking is costly: only once the fast rungs have all failed
         i = 0
         while i < len(ladder):
             config = ladder[i]
@@ -468,7 +469,8 @@ def quantize_model(fp32_path: Path, out_path: Path, calibration: Calibration, *,
                 chosen = candidates[-1]
                 break
             i += 1
-            if i == len(ladder) == len(candidate_ladder()):  # only now is the sensitivity ranking worth its cost
+            if i == len(ladder) and not ranked:
+                ranked = True
                 ladder += keep_fp32_ladder([name for name, _ in sensitivity(base, calibration, QuantizeConfig())])
         if chosen is None:
             out_path.unlink(missing_ok=True)

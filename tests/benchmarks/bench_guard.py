@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_int8 import ROOT, Engine, entry_in, onnx_bytes, pct, run_child  # noqa: E402
+from bench_int8 import ROOT, entry_in, interleave, onnx_bytes, pct, run_child  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 MODEL = SHARED / "models" / "minilm-sst2"
@@ -131,18 +131,7 @@ def main() -> int:
         print(f"  evaluated {name} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
 
     # Latency: one process per model, blocks interleaved.
-    engines: dict[str, Engine] = {}
-    try:
-        for name, path in models.items():
-            engines[name] = Engine("ort", path, sys.executable, args.threads)
-        names = list(engines)
-        for r in range(args.rounds):
-            for name in names[r % len(names):] + names[:r % len(names)]:
-                time.sleep(args.gap)
-                engines[name].block(args.runs)
-    finally:
-        for e in engines.values():
-            e.close()
+    engines = interleave({name: ("ort", path, sys.executable) for name, path in models.items()}, args)
 
     ref = preds["FP32 (fused)"]
     fp32_acc = float((ref == gold).mean())

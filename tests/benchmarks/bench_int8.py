@@ -197,6 +197,23 @@ class Engine:
         self.proc.wait(timeout=60)
 
 
+def interleave(specs: dict[str, tuple[str, Path, str]], args) -> dict[str, "Engine"]:
+    """One process per engine; `args.rounds` rounds of one block of `args.runs` runs each, the order rotating."""
+    engines: dict[str, Engine] = {}
+    try:
+        for label, (kind, path, python) in specs.items():
+            engines[label] = Engine(kind, path, python, args.threads)
+        labels = list(engines)
+        for r in range(args.rounds):
+            for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+                time.sleep(args.gap)
+                engines[label].block(args.runs)
+    finally:
+        for e in engines.values():
+            e.close()
+    return engines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (one block per engine each)")
@@ -283,18 +300,7 @@ def main() -> None:
              ("ort", "ours INT8 (ORT)", int8_model, sys.executable)]
     if opt_model:
         specs.append(("ort", "Optimum avx2 INT8 (ORT)", opt_model, sys.executable))
-    engines: dict[str, Engine] = {}
-    try:
-        for kind, label, path, python in specs:
-            engines[label] = Engine(kind, path, python, args.threads)
-        labels = list(engines)
-        for r in range(args.rounds):
-            for label in labels[r % len(labels):] + labels[:r % len(labels)]:
-                time.sleep(args.gap)
-                engines[label].block(args.runs)
-    finally:
-        for e in engines.values():
-            e.close()
+    engines = interleave({label: (kind, path, python) for kind, label, path, python in specs}, args)
     lat = {label: (statistics.median(e.times), pct(e.times, 0.95), len(e.times)) for label, e in engines.items()}
 
     # --- session memory, each model in a fresh process, interleaved ------------------------------------------
