@@ -4,7 +4,7 @@ On CPUs without VNNI, INT8 hurts accuracy through a few places: activation outli
 of channels 10x larger than the rest squash every other channel into a few u8 steps), per-tensor
 embedding tables, and u8×s8 saturation. The guard measures instead of guessing:
 
-1. Run the FP32 model on a calibration set, recording outputs and the inputs of every MatMul/Attention.
+1. Run the FP32 model on a calibration set, recording outputs and the inputs of every MatMul.
 2. Rewrite the graph: MatMul inputs' outlier channels go through a tiny FP32 side path (x·W split as
    x_outliers·W_outliers + x_rest·W_rest, exact in FP32), and embedding tables become int8 with one
    scale per row.
@@ -15,9 +15,7 @@ embedding tables, and u8×s8 saturation. The guard measures instead of guessing:
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -31,8 +29,6 @@ from app.core.progress import ProgressFn, check_cancel, report
 
 log = logging.getLogger(__name__)
 
-QUANTIZED_OPS = ("MatMul", "Attention")
-
 
 @dataclass(frozen=True)
 class QuantizeConfig:
@@ -41,18 +37,23 @@ class QuantizeConfig:
     weight_type: Literal["int8", "uint8"] = "int8"
     per_channel: bool = True
     reduce_range: bool = False  # 7-bit weights: no u8×s8 saturation on AVX2 without VNNI, less precision
-    split_outliers: bool = True  # activation outlier channels through a small FP32 side path
-    outlier_ratio: float = 4.0  # a channel is an outlier when its max |x| exceeds ratio × the median channel's
+    # Outlier channels of a MatMul input fed by a LayerNorm are scaled down to `scale_ratio` × the median
+    # channel's peak through the LayerNorm's gamma/beta (the MatMul's weight rows scaled up: exact in FP32).
+    scale_outliers: bool = True
+    scale_ratio: float = 2.0
+    # Outlier channels of the other MatMul inputs (GELU outputs) go through a small FP32 side path.
+    split_outliers: bool = True
+    outlier_ratio: float = 4.0  # a channel is an outlier when its peak |x| exceeds ratio × the median channel's
     max_outlier_channels: int = 8
     quantize_embeddings: bool = True  # int8 embedding tables with per-row scales
-    split_only: tuple[str, ...] | None = None  # split just these nodes (each side path costs time); None: all
     keep_fp32: tuple[str, ...] = ()  # node names left in FP32 (the most sensitive ones)
 
     def __post_init__(self):
         if self.weight_type not in ("int8", "uint8"):
             raise ValueError(f"weight_type: {self.weight_type!r} is not 'int8' or 'uint8'")
-        if self.outlier_ratio <= 1:
-            raise ValueError(f"outlier_ratio: must be above 1 (got {self.outlier_ratio})")
+        for name in ("outlier_ratio", "scale_ratio"):
+            if getattr(self, name) <= 1:
+                raise ValueError(f"{name}: must be above 1 (got {getattr(self, name)})")
         if self.max_outlier_channels < 0:
             raise ValueError(f"max_outlier_channels: must be >= 0 (got {self.max_outlier_channels})")
 
@@ -60,10 +61,11 @@ class QuantizeConfig:
         parts = [f"{self.weight_type} weights", "per-channel" if self.per_channel else "per-tensor"]
         if self.reduce_range:
             parts.append("reduced range")
+        if self.scale_outliers:
+            parts.append(f"LayerNorm outlier channels scaled to {self.scale_ratio:g}x the median")
         if self.split_outliers:
-            where = f"{len(self.split_only)} node(s)" if self.split_only is not None else "every node"
-            parts.append(f"outlier channels (> {self.outlier_ratio:g}x the median, up to {self.max_outlier_channels}) "
-                         f"of {where} in FP32")
+            parts.append(f"other outlier channels (> {self.outlier_ratio:g}x the median, up to "
+                         f"{self.max_outlier_channels}) in FP32")
         if not self.quantize_embeddings:
             parts.append("FP32 embeddings")
         if self.keep_fp32:
@@ -142,7 +144,9 @@ class QuantizeResult:
 class Calibration:
     feeds: list[dict[str, np.ndarray]]  # batches of model inputs
     reference: list[dict[str, np.ndarray]] = field(default_factory=list)  # FP32 outputs per batch
+    peaks: dict[str, np.ndarray] = field(default_factory=dict)  # node input → (channels,) max |x| over all tokens
     activations: dict[str, np.ndarray] = field(default_factory=dict)  # node input → (tokens, channels) sample
+    per_example: set[str] = field(default_factory=set)  # node inputs with one row per example (pooler, head)
     description: str = ""
 
 
@@ -157,68 +161,156 @@ def _session(model: str | bytes, threads: int | None):
 
 
 def _weighted_nodes(model) -> list:
-    """MatMul/Attention nodes whose weight is an initializer: the ones quantization touches."""
+    """MatMul nodes whose weight is an initializer: the ones quantization touches."""
     inits = {i.name for i in model.graph.initializer}
-    return [n for n in model.graph.node if n.op_type in QUANTIZED_OPS and len(n.input) > 1 and n.input[1] in inits]
+    return [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits]
 
 
-def collect(model_path: Path, calibration: Calibration, *, max_tokens: int = 2048, probe_batches: int = 128,
-            threads: int | None = None) -> None:
-    """Fill calibration.reference and .activations by running the FP32 model once with extra outputs.
+def _batches(feeds: list[dict[str, np.ndarray]], max_tokens: int = 2048, max_rows: int = 16) -> list[list[int]]:
+    """Feed indices grouped by similar length, so a padded batch wastes little."""
+    order = sorted(range(len(feeds)), key=lambda i: feeds[i]["attention_mask"].shape[1])
+    groups: list[list[int]] = [[]]
+    for i in order:
+        rows = sum(len(feeds[j]["attention_mask"]) for j in groups[-1]) + len(feeds[i]["attention_mask"])
+        if groups[-1] and (rows * feeds[i]["attention_mask"].shape[1] > max_tokens or rows > max_rows):
+            groups.append([])
+        groups[-1].append(i)
+    return [g for g in groups if g]
 
-    Activations (the inputs of every quantizable node) are sampled from `probe_batches` batches spread
-    evenly over the set; the rest run for their outputs alone, which is much cheaper on large models.
+
+def _stack(feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One right-padded batch from several feeds; the padding is masked out (attention_mask 0)."""
+    length = max(f["attention_mask"].shape[1] for f in feeds)
+    return {k: np.concatenate([np.pad(f[k], ((0, 0), (0, length - f[k].shape[1]))) for f in feeds]) for k in feeds[0]}
+
+
+def collect(model, calibration: Calibration, *, sample_tokens: int = 512, threads: int | None = None) -> None:
+    """Fill calibration.reference, .peaks and .activations by running the FP32 model once with extra outputs.
+
+    FP32 answers do not depend on the batch (only INT8's activation ranges do), so the reference runs in
+    padded batches of similar length, which keeps the matrix multiplications efficient on large models.
+    The inputs of every MatMul give their channels' peak |x| over all real tokens, and a small sample
+    (`sample_tokens`, spread evenly over the batches) for the sensitivity ranking. `model` is a path or a
+    ModelProto (left as it was).
     """
     import onnx
 
-    model = onnx.load(str(model_path))
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model))
     outputs = [o.name for o in model.graph.output]
+    # Outputs with a sequence axis are cut back to each example's own length.
+    per_token = {o.name for o in model.graph.output if len(o.type.tensor_type.shape.dim) > 1
+                 and o.type.tensor_type.shape.dim[1].dim_param == "sequence_length"}
     probes = sorted({n.input[0] for n in _weighted_nodes(model)})
     for name in probes:
         model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    session = _session(model.SerializeToString(), threads)
-    del model
+    try:
+        session = _session(model.SerializeToString(), threads)
+    finally:
+        del model.graph.output[len(outputs):]
+    feeds = calibration.feeds
+    groups = _batches(feeds)
     samples: dict[str, list[np.ndarray]] = {p: [] for p in probes}
+    peaks: dict[str, np.ndarray] = {}
     rng = np.random.default_rng(0)
-    stride = -(-len(calibration.feeds) // probe_batches)  # ceil
-    per_batch = max(1, max_tokens // max(1, min(probe_batches, len(calibration.feeds))))
-    calibration.reference.clear()
-    for i, feed in enumerate(calibration.feeds):
-        probed = i % stride == 0
-        wanted = outputs + probes if probed else outputs
-        results = dict(zip(wanted, session.run(wanted, feed)))
-        calibration.reference.append({k: results[k] for k in outputs})
-        if not probed:
-            continue
-        real = feed["attention_mask"].astype(bool)  # (batch, seq)
+    per_batch = max(1, sample_tokens // max(1, len(groups)))
+    reference: list[dict | None] = [None] * len(feeds)
+    for group in groups:
+        batch = _stack([feeds[i] for i in group])
+        results = dict(zip(outputs + probes, session.run(outputs + probes, batch)))
+        row = 0
+        for i in group:
+            rows, length = feeds[i]["attention_mask"].shape
+            reference[i] = {k: results[k][row:row + rows, :length] if k in per_token else results[k][row:row + rows]
+                            for k in outputs}
+            row += rows
+        real = np.flatnonzero(batch["attention_mask"])  # real tokens in the flattened (batch × seq)
+        calibration.per_example = {p for p in probes if results[p].ndim == 2}  # pooler, classifier: no seq axis
         for p in probes:
-            x = results[p][real] if results[p].ndim == 3 else results[p]  # (tokens, channels)
-            take = rng.choice(len(x), size=min(per_batch, len(x)), replace=False)
-            samples[p].append(x[np.sort(take)])
+            x = results[p].reshape(-1, results[p].shape[-1])
+            x = x[real] if results[p].ndim == 3 else x  # (tokens, channels)
+            peak = np.abs(x).max(axis=0)
+            peaks[p] = peak if p not in peaks else np.maximum(peaks[p], peak)
+            samples[p].append(x[np.sort(rng.choice(len(x), size=min(per_batch, len(x)), replace=False))])
+    calibration.reference = reference
+    calibration.peaks = peaks
     calibration.activations = {p: np.concatenate(v) for p, v in samples.items()}
 
 
 # --- graph rewrites ------------------------------------------------------------------------------------------
 
-def outlier_channels(x: np.ndarray, ratio: float, limit: int) -> list[int]:
-    """Channels whose max |x| exceeds ratio × the median channel's max |x| (largest first, at most `limit`)."""
-    peak = np.abs(x).max(axis=0)  # (channels,)
+def outlier_channels(peak: np.ndarray, ratio: float, limit: int) -> list[int]:
+    """Channels whose peak |x| exceeds ratio × the median channel's peak (largest first, at most `limit`)."""
     median = float(np.median(peak)) or 1e-12
     order = np.argsort(peak)[::-1][:limit]
     return [int(c) for c in order if peak[c] > ratio * median]
 
 
-def _rewrite(model, config: QuantizeConfig, calibration: Calibration) -> tuple[list[str], dict[str, int]]:
-    """Apply the outlier split and per-row embedding quantization in place; returns FP32 side-path nodes."""
+def _scale_through_layer_norms(model, config: QuantizeConfig, calibration: Calibration, inits: dict,
+                               skip: set[str]) -> dict[str, int]:
+    """Scale the outlier channels of LayerNorm-fed MatMul inputs into range; returns node → channels scaled.
+
+    LayerNorm(x)·γ/s + β/s feeds the MatMuls, whose weight rows are multiplied by s: exact in FP32, and the
+    activation's per-tensor INT8 range is no longer set by a few channels. The residual and every other
+    consumer get the LayerNorm's output back through one Mul by s.
+    """
+    from onnx import helper, numpy_helper
+
+    producers = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    scaled, restores = {}, {}
+    for n in _weighted_nodes(model):
+        x = n.input[0]
+        norm = producers.get(x)
+        if (n.name in skip or x in restores or norm is None or norm.op_type != "LayerNormalization"
+                or len(norm.input) < 3 or not {norm.input[1], norm.input[2]} <= inits.keys()):
+            continue
+        peak = calibration.peaks[x]
+        s = np.maximum(peak / (config.scale_ratio * (float(np.median(peak)) or 1e-12)), 1.0).astype(np.float32)
+        if not (s > 1).any():
+            continue
+        for name in norm.input[1:3]:
+            inits[name].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(inits[name]) / s, name))
+        scaled_x = x + "/outliers_scaled"
+        norm.output[0] = scaled_x
+        model.graph.initializer.append(numpy_helper.from_array(s, x + "/outlier_scale"))
+        restores[x] = helper.make_node("Mul", [scaled_x, x + "/outlier_scale"], [x], name=norm.name + "/restore")
+        for c in consumers[x]:
+            if c.op_type == "MatMul" and c.input[1] in inits and c.name not in skip:
+                w = numpy_helper.to_array(inits[c.input[1]])  # (in, out)
+                inits[c.input[1]].CopyFrom(numpy_helper.from_array(w * s[:, None], c.input[1]))
+                c.input[0] = scaled_x
+                scaled[c.name] = int((s > 1).sum())
+    nodes = []
+    for n in model.graph.node:
+        nodes.append(n)
+        if n.op_type == "LayerNormalization" and n.output[0].endswith("/outliers_scaled"):
+            nodes.append(restores[n.output[0].removesuffix("/outliers_scaled")])
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return scaled
+
+
+def _rewrite(model, config: QuantizeConfig, calibration: Calibration,
+             head: set[str] = frozenset()) -> tuple[list[str], dict[str, int]]:
+    """Outlier scaling and splitting, and per-row embedding quantization, in place.
+
+    Returns the FP32 side-path nodes and, per MatMul, how many outlier channels were scaled or split.
+    `head` names nodes left alone (they stay FP32).
+    """
     from onnx import helper, numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
-    nodes, keep_fp32, split_counts = [], [], {}
+    skip = set(config.keep_fp32) | set(head)
+    treated = _scale_through_layer_norms(model, config, calibration, inits, skip) if config.scale_outliers else {}
+    nodes, side_nodes = [], []
     for n in model.graph.node:
-        if (config.split_outliers and n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in inits
-                and n.input[0] in calibration.activations and n.name not in config.keep_fp32
-                and (config.split_only is None or n.name in config.split_only)):
-            channels = outlier_channels(calibration.activations[n.input[0]], config.outlier_ratio,
+        if (config.split_outliers and n.op_type == "MatMul" and n.input[1] in inits and n.input[0] in calibration.peaks
+                and n.name not in skip and n.name not in treated):
+            channels = outlier_channels(calibration.peaks[n.input[0]], config.outlier_ratio,
                                         config.max_outlier_channels)
             if channels:
                 #  x ─ Mul(keep mask) ─ MatMul(W, rest rows; INT8) ─────────┐
@@ -239,8 +331,8 @@ def _rewrite(model, config: QuantizeConfig, calibration: Calibration) -> tuple[l
                           helper.make_node("Gather", [n.input[0], p + "/index"], [p + "/x"], name=p + "/Gather", axis=-1),
                           helper.make_node("MatMul", [p + "/x", p + "/weight"], [p + "/y"], name=p + "/MatMul"),
                           helper.make_node("Add", [part, p + "/y"], [n.output[0]], name=p + "/Add")]
-                keep_fp32.append(p + "/MatMul")
-                split_counts[n.name] = len(channels)
+                side_nodes.append(p + "/MatMul")
+                treated[n.name] = len(channels)
                 continue
         if config.quantize_embeddings and n.op_type == "Gather" and n.input[0] in inits:
             table = numpy_helper.to_array(inits[n.input[0]])
@@ -262,7 +354,17 @@ def _rewrite(model, config: QuantizeConfig, calibration: Calibration) -> tuple[l
         nodes.append(n)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
-    return keep_fp32, split_counts
+    return side_nodes, treated
+
+
+def _head_nodes(model, calibration: Calibration) -> set[str]:
+    """Task-head MatMuls (pooler, classifier, QA span scorer): one row per example or a handful of outputs.
+
+    They cost nothing in FP32 and their outputs are the answer itself, so they are never quantized.
+    """
+    inits = {i.name: i for i in model.graph.initializer}
+    return {n.name for n in _weighted_nodes(model) if n.input[0] in calibration.per_example
+            or inits[n.input[1]].dims[-1] < 32}
 
 
 def sensitivity(model, calibration: Calibration, config: QuantizeConfig) -> list[tuple[str, float]]:
@@ -277,7 +379,8 @@ def sensitivity(model, calibration: Calibration, config: QuantizeConfig) -> list
             continue
         w = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)  # (in, out)
         if config.split_outliers and n.op_type == "MatMul":
-            channels = outlier_channels(x, config.outlier_ratio, config.max_outlier_channels)
+            channels = outlier_channels(calibration.peaks[n.input[0]], config.outlier_ratio,
+                                        config.max_outlier_channels)
             x = x.copy()
             x[:, channels] = 0
         lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
@@ -384,11 +487,12 @@ def validate(int8_path: Path, calibration: Calibration, *, task: str, multi_labe
 def candidate_ladder(base: QuantizeConfig = QuantizeConfig()) -> list[QuantizeConfig]:
     """Settings to try, fastest first.
 
-    Every extra FP32 op costs time on small models, so the ladder starts with everything in INT8, then
-    sends more outlier channels through FP32 side paths.
+    Every extra op costs time on small models, so the ladder starts with everything in INT8 and no outlier
+    handling, then scales LayerNorm outlier channels (one Mul per LayerNorm) and sends ever more of the
+    other outlier channels through FP32 side paths (four small ops per MatMul).
     """
-    return [replace(base, split_outliers=False), replace(base, outlier_ratio=6.0), base,
-            replace(base, outlier_ratio=2.0, max_outlier_channels=16, reduce_range=True)]
+    plain = replace(base, scale_outliers=False, split_outliers=False)
+    return [plain, replace(base, outlier_ratio=6.0), base, replace(base, outlier_ratio=2.0, max_outlier_channels=16)]
 
 
 def keep_fp32_ladder(order: list[str], base: QuantizeConfig = QuantizeConfig()) -> list[QuantizeConfig]:
@@ -401,29 +505,58 @@ def keep_fp32_ladder(order: list[str], base: QuantizeConfig = QuantizeConfig()) 
     return ladder
 
 
-@contextlib.contextmanager
-def _quiet_root_logger():
-    """onnxruntime.quantization logs advice through the root logger; users should not see it."""
-    previous = logging.root.level
-    logging.root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logging.root.setLevel(previous)
+def _quantize_matmuls(model, config: QuantizeConfig, skip: set[str]) -> None:
+    """x·W → DynamicQuantizeMatMul, in place: W int8 per output column (or per tensor), x u8 at run time.
 
+    This is what `onnxruntime.quantization.quantize_dynamic` produces once ONNX Runtime has fused its
+    MatMulInteger chain, written directly: no shape inference and no model copies, seconds instead of
+    minutes on large models.
+    """
+    from onnx import helper, numpy_helper
 
-def _quantize_file(model, config: QuantizeConfig, side_nodes: list[str], out_path: Path) -> None:
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    with tempfile.TemporaryDirectory(prefix="pocket-quant-") as tmp, _quiet_root_logger():
-        src = Path(tmp) / "rewritten.onnx"
-        onnx.save(model, str(src))
-        quantize_dynamic(str(src), str(out_path), op_types_to_quantize=list(QUANTIZED_OPS),
-                         per_channel=config.per_channel, reduce_range=config.reduce_range,
-                         weight_type=QuantType.QInt8 if config.weight_type == "int8" else QuantType.QUInt8,
-                         nodes_to_exclude=list(config.keep_fp32) + side_nodes,
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    inits = {i.name: i for i in model.graph.initializer}
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    axis = 0 if config.per_channel else None  # W is (in, out): one scale per output column
+    qmax = (63 if config.reduce_range else 127) if config.weight_type == "int8" else (127 if config.reduce_range else 255)
+    quantized, folded = set(), set()
+    for n in model.graph.node:
+        if n.op_type != "MatMul" or n.name in skip or n.input[1] not in inits:
+            continue
+        name = n.input[1]
+        w = numpy_helper.to_array(inits[name]).astype(np.float32)
+        if config.weight_type == "int8":  # symmetric, zero point 0
+            scale = np.maximum(np.abs(w).max(axis=axis), 1e-12) / qmax
+            zero = np.zeros_like(scale, dtype=np.int8)
+            q = np.clip(np.round(w / scale), -qmax, qmax).astype(np.int8)
+        else:  # asymmetric uint8
+            lo, hi = np.minimum(w.min(axis=axis), 0), np.maximum(w.max(axis=axis), 0)
+            scale = np.maximum(hi - lo, 1e-12) / qmax
+            zero = np.clip(np.round(-lo / scale), 0, qmax).astype(np.uint8)
+            q = np.clip(np.round(w / scale) + zero, 0, qmax).astype(np.uint8)
+        model.graph.initializer.extend([numpy_helper.from_array(q, name + "_quantized"),
+                                        numpy_helper.from_array(np.asarray(scale, np.float32), name + "_scale"),
+                                        numpy_helper.from_array(np.asarray(zero), name + "_zero_point")])
+        inputs, outputs = [n.input[0], name + "_quantized", name + "_scale", name + "_zero_point"], list(n.output)
+        after = consumers.get(n.output[0], [])
+        if (len(after) == 1 and after[0].op_type == "Add" and after[0].input[1] in inits
+                and list(inits[after[0].input[1]].dims) == [w.shape[1]]):  # MatMul + Add(bias): one op
+            inputs.append(after[0].input[1])
+            outputs = list(after[0].output)
+            folded.add(id(after[0]))
+        n.CopyFrom(helper.make_node("DynamicQuantizeMatMul", inputs, outputs, name=n.name, domain="com.microsoft"))
+        quantized.add(name)
+    kept_nodes = [n for n in model.graph.node if id(n) not in folded]
+    del model.graph.node[:]
+    model.graph.node.extend(kept_nodes)
+    still_used = {i for n in model.graph.node for i in n.input}
+    kept = [i for i in model.graph.initializer if i.name not in quantized or i.name in still_used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
 
 
 def quantize_model(fp32_path: Path, out_path: Path, calibration: Calibration, *, task: str,
@@ -439,13 +572,14 @@ def quantize_model(fp32_path: Path, out_path: Path, calibration: Calibration, *,
 
     try:
         report(progress, "quantize", 0, None, "running the FP32 model on the calibration set")
-        if not calibration.reference:
-            collect(fp32_path, calibration, threads=threads)
-        check_cancel(cancel)
         base = onnx.load(str(fp32_path))
+        if not calibration.reference:
+            collect(base, calibration, threads=threads)
+        check_cancel(cancel)
+        head = _head_nodes(base, calibration)
         ladder = [force] if force else candidate_ladder()
         candidates: list[Candidate] = []
-        chosen, split = None, {}
+        chosen, treated = None, {}
         ranked = bool(force)  # the sensitivity ranking is costly: only once the fast rungs have all failed
         i = 0
         while i < len(ladder):
@@ -455,8 +589,9 @@ def quantize_model(fp32_path: Path, out_path: Path, calibration: Calibration, *,
             start = time.perf_counter()
             model = onnx.ModelProto()
             model.CopyFrom(base)
-            side_nodes, split = _rewrite(model, config, calibration)
-            _quantize_file(model, config, side_nodes, out_path)
+            side_nodes, treated = _rewrite(model, config, calibration, head)
+            _quantize_matmuls(model, config, set(config.keep_fp32) | set(side_nodes) | head)
+            onnx.save(model, str(out_path))
             del model
             report(progress, "validate", i, len(ladder), f"comparing with FP32: {config.describe()}")
             agreement = validate(out_path, calibration, task=task, multi_label=multi_label,
@@ -477,7 +612,7 @@ def quantize_model(fp32_path: Path, out_path: Path, calibration: Calibration, *,
         report(progress, "validate", len(ladder), len(ladder), "done")
         return QuantizeResult(chosen=chosen, candidates=tuple(candidates), target=target,
                               calibration=calibration.description,
-                              onnx_bytes=out_path.stat().st_size if chosen else 0, outlier_channels=split)
+                              onnx_bytes=out_path.stat().st_size if chosen else 0, outlier_channels=treated)
     except (OSError, RuntimeError, ValueError) as e:
         if isinstance(e, QuantizationError):
             raise

@@ -18,7 +18,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from app.core.quantize import GuardTarget, QuantizeConfig
 
 MANIFEST = "manifest.json"
 _LOCK = ".lock"
-FUSED_OPS = ("MultiHeadAttention", "SkipLayerNormalization", "BiasGelu", "FastGelu")
+FUSED_OPS = ("MultiHeadAttention", "LayerNormalization", "BiasGelu", "FastGelu")
 
 
 def store_root() -> Path:
@@ -191,14 +190,6 @@ def _alive(pid: int) -> bool:
     return psutil.pid_exists(pid)
 
 
-def _fusions(onnx_path: Path) -> dict[str, int]:
-    import onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    counts = Counter(n.op_type for n in model.graph.node)
-    return {op: counts[op] for op in FUSED_OPS if counts[op]}
-
-
 def _calibration(fp32_dir: Path, spec, config: ConvertConfig):
     from app.core.calibration import build_calibration
 
@@ -258,7 +249,7 @@ def convert(ref: str | ModelRef, config: ConvertConfig = ConvertConfig(), *, pro
                                         cancel=cancel)
                 timings["export_s"] = round(time.perf_counter() - t, 2)
                 report(progress, "optimize", 1, 1, "fused attention, layer norms and GELU emitted by the exporter")
-                fusions = _fusions(tmp / "fp32" / "model.onnx")
+                fusions = {op: exported.op_counts[op] for op in FUSED_OPS if exported.op_counts.get(op)}
                 check_cancel(cancel)
                 spec = exported.spec
                 t = time.perf_counter()

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,7 @@ MANIFEST = "manifest.json"
 @dataclass(frozen=True)
 class ExportConfig:
     opset: int = 17
-    fused: bool = False  # emit ONNX Runtime's fused contrib ops (MultiHeadAttention, SkipLayerNormalization, BiasGelu)
+    fused: bool = False  # emit fused ops (MultiHeadAttention, LayerNormalization, BiasGelu) instead of their pieces
 
     def __post_init__(self):
         if not 14 <= self.opset <= 21:
@@ -44,6 +45,7 @@ class ExportResult:
     onnx_bytes: int
     seconds: float
     manifest: dict = field(default_factory=dict)
+    op_counts: dict[str, int] = field(default_factory=dict)  # op type → nodes in the graph
 
     @property
     def onnx_path(self) -> Path:
@@ -132,7 +134,7 @@ def export_model(source: ModelSource, out_dir: Path, config: ExportConfig = Expo
     seconds = time.perf_counter() - start
     report(progress, "export", 1, 1, f"wrote {out_dir / 'model.onnx'}")
     return ExportResult(out_dir=out_dir, spec=spec, opset=config.opset, onnx_bytes=size, seconds=seconds,
-                        manifest=manifest)
+                        manifest=manifest, op_counts=dict(Counter(n.op_type for n in graph.nodes)))
 
 
 __all__ = ["ExportConfig", "ExportResult", "build_graph", "copy_runtime_files", "export_model", "sha256_files",

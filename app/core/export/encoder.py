@@ -2,9 +2,12 @@
 
 One builder serves BERT (MiniLM is BERT), DistilBERT, RoBERTa (XLM-R, CamemBERT) and ELECTRA: the
 families differ by small overrides (tensor names, position ids, token types, embedding projection,
-classification head), not by copies of the encoder. `fused=True` emits ONNX Runtime's contrib ops
-(MultiHeadAttention, SkipLayerNormalization, BiasGelu/FastGelu) directly, which is what the optimizer's pattern
-fusions would produce, without tracing or pattern matching.
+classification head), not by copies of the encoder. `fused=True` emits the fused ops directly, without
+tracing or pattern matching: ONNX Runtime's MultiHeadAttention and BiasGelu/FastGelu contrib ops, and
+LayerNormalization after the residual Add. ONNX Runtime's optimizer would fuse the residual into
+SkipLayerNormalization instead, but in ORT 1.32 on CPU that kernel is ~3x slower than Add + LayerNormalization
+(measured: 156 vs 57 µs at 128 × 384), and it would hide the LayerNorm's output from the quantizer, which
+scales outlier channels through the LayerNorm's gamma and beta.
 """
 
 from __future__ import annotations
@@ -209,8 +212,8 @@ class EncoderBuilder:
                                f"{path}/ffn/LayerNorm")
 
     def _fused_layer(self, x: str, mask: str, key: str, path: str) -> str:
-        #  x ─ MatMul(Wqkv) ─ Split ─ MultiHeadAttention(+bqkv, mask) ─ MatMul(Wo) ─ SkipLayerNorm(+x, +bo) ─ MatMul(W1) ─ BiasGelu(b1)
-        #    ─ MatMul(W2) ─ SkipLayerNorm(+x1, +b2) ─►
+        #  x ─ MatMul(Wqkv) ─ Split ─ MultiHeadAttention(+bqkv, mask) ─ MatMul(Wo) ─ Add(bo) ─ Add(x) ─ LayerNorm
+        #    ─ MatMul(W1) ─ BiasGelu(b1) ─ MatMul(W2) ─ Add(b2) ─ Add(x1) ─ LayerNorm ─►
         s, g, n = self.spec, self.g, self.names
         h, ff = s.hidden_size, s.intermediate_size
         parts = [key + n[p] + ".weight" for p in "qkv"]
@@ -225,7 +228,7 @@ class EncoderBuilder:
         q, k, v = g.node("Split", [qkv], f"{path}/attention/qkv/Split", outputs=3, axis=-1)
         attn = g.node("MultiHeadAttention", [q, k, v, b_qkv, mask], f"{path}/attention/MultiHeadAttention",
                       domain="com.microsoft", num_heads=s.num_heads)
-        x = self._skip_layer_norm(attn, x, key + n["o"], key + n["ln1"], h, h, f"{path}/attention")
+        x = self._residual_layer_norm(attn, x, key + n["o"], key + n["ln1"], h, h, f"{path}/attention")
         w1 = self.tensor(key + n["ff1"] + ".weight", (h, ff), transpose=True)
         b1 = self.tensor(key + n["ff1"] + ".bias", (ff,))
         inner = g.node("MatMul", [x, w1], f"{path}/ffn/in/MatMul")
@@ -235,15 +238,13 @@ class EncoderBuilder:
             inner = g.node("Relu", [g.node("Add", [inner, b1], f"{path}/ffn/in/Add")], f"{path}/ffn/Relu")
         else:
             inner = g.node("FastGelu", [inner, b1], f"{path}/ffn/FastGelu", domain="com.microsoft")
-        return self._skip_layer_norm(inner, x, key + n["ff2"], key + n["ln2"], ff, h, f"{path}/ffn")
+        return self._residual_layer_norm(inner, x, key + n["ff2"], key + n["ln2"], ff, h, f"{path}/ffn")
 
-    def _skip_layer_norm(self, y: str, skip: str, linear: str, norm: str, d_in: int, d_out: int, path: str) -> str:
-        w = self.tensor(linear + ".weight", (d_in, d_out), transpose=True)
-        b = self.tensor(linear + ".bias", (d_out,))
-        gamma, beta = self.tensor(norm + ".weight", (d_out,)), self.tensor(norm + ".bias", (d_out,))
-        y = self.g.node("MatMul", [y, w], path + "/output/MatMul")
-        return self.g.node("SkipLayerNormalization", [y, skip, gamma, beta, b], path + "/SkipLayerNorm",
-                           domain="com.microsoft", epsilon=self.spec.layer_norm_eps)
+    def _residual_layer_norm(self, y: str, skip: str, linear: str, norm: str, d_in: int, d_out: int,
+                             path: str) -> str:
+        y = self.linear(y, linear, d_in, d_out, path + "/output")
+        return self.layer_norm(self.g.node("Add", [y, skip], path + "/Add_residual"), norm, d_out,
+                               path + "/LayerNorm")
 
     # --- heads ---------------------------------------------------------------------------------
     def head(self, x: str) -> None:
