@@ -217,10 +217,11 @@ def _convert_config(args):
     from app.core.quantize import GuardTarget, QuantizeConfig
     from app.core.store import ConvertConfig
 
-    forced = (args.force_int8 or args.weight_type or args.per_tensor or args.reduce_range or args.no_outlier_split
-              or args.keep_fp32)
+    forced = (args.force_int8 or args.weight_type or args.per_tensor or args.reduce_range
+              or args.no_outlier_handling or args.keep_fp32)
     force = QuantizeConfig(weight_type=args.weight_type or "int8", per_channel=not args.per_tensor,
-                           reduce_range=args.reduce_range, split_outliers=not args.no_outlier_split,
+                           reduce_range=args.reduce_range, scale_outliers=not args.no_outlier_handling,
+                           split_outliers=not args.no_outlier_handling,
                            keep_fp32=tuple(args.keep_fp32 or ())) if forced else None
     return ConvertConfig(target=GuardTarget(min_agreement=args.min_agreement, min_cosine=args.min_cosine),
                          force=force, calibration_file=Path(args.calibration) if args.calibration else None,
@@ -308,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     expert.add_argument("--weight-type", choices=["int8", "uint8"])
     expert.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor, not per channel")
     expert.add_argument("--reduce-range", action="store_true", help="7-bit weights (no u8*s8 saturation)")
-    expert.add_argument("--no-outlier-split", action="store_true", help="no FP32 side path for outlier channels")
+    expert.add_argument("--no-outlier-handling", action="store_true",
+                        help="plain INT8: outlier channels neither scaled through LayerNorms nor kept in FP32")
     expert.add_argument("--keep-fp32", nargs="+", metavar="NODE", help="node names to leave in FP32")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-reuse", action="store_true", help="convert again even if a valid entry exists")

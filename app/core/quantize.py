@@ -184,30 +184,31 @@ def _stack(feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([np.pad(f[k], ((0, 0), (0, length - f[k].shape[1]))) for f in feeds]) for k in feeds[0]}
 
 
-def collect(model, calibration: Calibration, *, sample_tokens: int = 512, threads: int | None = None) -> None:
+def collect(model_path: Path, calibration: Calibration, *, model=None, sample_tokens: int = 512,
+            threads: int | None = None) -> None:
     """Fill calibration.reference, .peaks and .activations by running the FP32 model once with extra outputs.
 
     FP32 answers do not depend on the batch (only INT8's activation ranges do), so the reference runs in
     padded batches of similar length, which keeps the matrix multiplications efficient on large models.
     The inputs of every MatMul give their channels' peak |x| over all real tokens, and a small sample
-    (`sample_tokens`, spread evenly over the batches) for the sensitivity ranking. `model` is a path or a
-    ModelProto (left as it was).
+    (`sample_tokens`, spread evenly over the batches) for the sensitivity ranking. `model`: the file's
+    ModelProto when the caller has it already.
     """
     import onnx
 
-    if not isinstance(model, onnx.ModelProto):
-        model = onnx.load(str(model))
+    from app.core.export.graph import with_extra_outputs
+
+    raw = Path(model_path).read_bytes()
+    if model is None:
+        model = onnx.load_model_from_string(raw)
     outputs = [o.name for o in model.graph.output]
     # Outputs with a sequence axis are cut back to each example's own length.
     per_token = {o.name for o in model.graph.output if len(o.type.tensor_type.shape.dim) > 1
                  and o.type.tensor_type.shape.dim[1].dim_param == "sequence_length"}
     probes = sorted({n.input[0] for n in _weighted_nodes(model)})
-    for name in probes:
-        model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    try:
-        session = _session(model.SerializeToString(), threads)
-    finally:
-        del model.graph.output[len(outputs):]
+    session = _session(with_extra_outputs(raw, [onnx.helper.make_tensor_value_info(p, onnx.TensorProto.FLOAT, None)
+                                                for p in probes]), threads)
+    del raw
     feeds = calibration.feeds
     groups = _batches(feeds)
     samples: dict[str, list[np.ndarray]] = {p: [] for p in probes}
@@ -574,7 +575,7 @@ def quantize_model(fp32_path: Path, out_path: Path, calibration: Calibration, *,
         report(progress, "quantize", 0, None, "running the FP32 model on the calibration set")
         base = onnx.load(str(fp32_path))
         if not calibration.reference:
-            collect(base, calibration, threads=threads)
+            collect(fp32_path, calibration, model=base, threads=threads)
         check_cancel(cancel)
         head = _head_nodes(base, calibration)
         ladder = [force] if force else candidate_ladder()

@@ -43,6 +43,41 @@ def _field(number: int, payload_len: int) -> bytes:
     return _varint(number << 3 | 2) + _varint(payload_len)
 
 
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def with_extra_outputs(model_bytes: bytes, outputs: list[onnx.ValueInfoProto]) -> bytes:
+    """A serialized model with more graph outputs, spliced into the bytes (no parse and re-serialize).
+
+    Protobuf lets repeated fields continue anywhere in a message, so the outputs (GraphProto field 12) are
+    appended to the graph (ModelProto field 7) and the graph's length prefix is rewritten.
+    """
+    pos = 0
+    while pos < len(model_bytes):
+        start = pos
+        key, pos = _read_varint(model_bytes, pos)
+        wire = key & 7
+        if wire == 0:
+            _, pos = _read_varint(model_bytes, pos)
+        elif wire == 2:
+            length, pos = _read_varint(model_bytes, pos)
+            if key >> 3 == 7:
+                extra = b"".join(_field(12, len(b)) + b for b in (o.SerializeToString() for o in outputs))
+                return b"".join((model_bytes[:start], _field(7, length + len(extra)),
+                                 model_bytes[pos:pos + length], extra, model_bytes[pos + length:]))
+            pos += length
+        else:  # ModelProto has only varint and length-delimited fields
+            break
+    raise ValueError("not an ONNX model (no graph found)")
+
+
 class Graph:
     def __init__(self, name: str, opset: int, *, contrib: bool = False):
         self.name, self.opset, self.contrib = name, opset, contrib
