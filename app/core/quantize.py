@@ -5,12 +5,14 @@ of channels 10x larger than the rest squash every other channel into a few u8 st
 embedding tables, and u8×s8 saturation. The guard measures instead of guessing:
 
 1. Run the FP32 model on a calibration set, recording outputs and the inputs of every MatMul.
-2. Rewrite the graph: MatMul inputs' outlier channels go through a tiny FP32 side path (x·W split as
-   x_outliers·W_outliers + x_rest·W_rest, exact in FP32), and embedding tables become int8 with one
-   scale per row.
-3. Try candidate settings, fastest first (fewer FP32 nodes is faster): quantize, run the calibration
-   set, compare with FP32 (top-1 agreement, output cosine, QA span agreement) and keep the first one
-   that meets the target. If none does, the model is kept in FP32 with an explanation.
+2. Rewrite the graph, exactly in FP32: outlier channels of LayerNorm-fed MatMul inputs are scaled into
+   range through the LayerNorm (weight rows scaled back up), the other inputs' outlier channels go through
+   a tiny FP32 side path (x·W = x_outliers·W_outliers + x_rest·W_rest), and embedding tables become int8
+   with one scale per row.
+3. Try candidate settings, fastest first (fewer extra ops is faster): quantize (DynamicQuantizeMatMul,
+   written directly), run the calibration set one example per call, compare with FP32 (top-1 agreement,
+   output cosine, QA span agreement) and keep the first one that meets the target. If none does, the
+   model is kept in FP32 with an explanation.
 """
 
 from __future__ import annotations
