@@ -24,18 +24,21 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 
 def wait_until(cond, timeout: float = 300.0) -> None:
-    from PySide6.QtTest import QTest
-
     end = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > end:
             raise TimeoutError("the app did not get there in time")
-        QTest.qWait(50)
+        settle(50)
 
 
 def settle(ms: int = 300) -> None:
-    from PySide6.QtTest import QTest
-    QTest.qWait(ms)
+    """Let the app run for `ms`. An event loop, not QTest.qWait: qWait keeps Python's GIL while it waits, so
+    the app's worker threads stalled between steps (a 3 s conversion took 40 s)."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    QTimer.singleShot(ms, loop.quit)
+    loop.exec()
 
 
 def models(tmp: Path) -> tuple[Path, Path, Path | None]:

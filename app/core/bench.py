@@ -18,6 +18,7 @@ import numpy as np
 
 from app.core.errors import InputError
 from app.core.progress import ProgressFn, check_cancel, report
+from app.core.tasks.runner import session_options
 
 
 def physical_cores() -> int:
@@ -92,17 +93,6 @@ class BenchResult:
         return {"model": self.model, "config": asdict(self.config) | {"threads": self.config.resolved_threads},
                 "fp32": self.fp32.to_dict(), "int8": self.int8.to_dict() if self.int8 else None,
                 "ratios": self.ratios()}
-
-
-def session_options(threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return options
 
 
 def _load_in_child(onnx_path: str, threads: int, feed: dict, queue) -> None:

@@ -155,17 +155,24 @@ class Calibration:
 def _session(model: str | bytes, threads: int | None):
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    from app.core.tasks.runner import session_options
+
+    return ort.InferenceSession(model, session_options(threads), providers=["CPUExecutionProvider"])
 
 
 def _weighted_nodes(model) -> list:
     """MatMul nodes whose weight is an initializer: the ones quantization touches."""
     inits = {i.name for i in model.graph.initializer}
     return [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits]
+
+
+def _consumers(model) -> dict[str, list]:
+    """Tensor name → the nodes that read it."""
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    return consumers
 
 
 def _batches(feeds: list[dict[str, np.ndarray]], max_tokens: int = 2048, max_rows: int = 16) -> list[list[int]]:
@@ -260,10 +267,7 @@ def _scale_through_layer_norms(model, config: QuantizeConfig, calibration: Calib
     from onnx import helper, numpy_helper
 
     producers = {o: n for n in model.graph.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    consumers = _consumers(model)
     scaled, restores = {}, {}
     for n in _weighted_nodes(model):
         x = n.input[0]
@@ -518,10 +522,7 @@ def _quantize_matmuls(model, config: QuantizeConfig, skip: set[str]) -> None:
     from onnx import helper, numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
-    consumers: dict[str, list] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    consumers = _consumers(model)
     axis = 0 if config.per_channel else None  # W is (in, out): one scale per output column
     qmax = (63 if config.reduce_range else 127) if config.weight_type == "int8" else (127 if config.reduce_range else 255)
     quantized, folded = set(), set()
