@@ -42,8 +42,38 @@ def test_convert_writes_a_complete_entry(bert_entry):
     assert 0 <= q["chosen"]["agreement"]["agreement"] <= 1
     assert m["files"]["int8_bytes"] < m["files"]["fp32_bytes"]
     assert entry.summary().startswith("tiny-bert-sequence-classification: INT8 is")
-    ops = {n.op_type for n in onnx.load(entry.int8_dir / "model.onnx").graph.node}
-    assert "DynamicQuantizeLinear" in ops or "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
+    nodes = {n.name: n for n in onnx.load(entry.int8_dir / "model.onnx").graph.node}
+    quantized = [n for n in nodes.values() if n.op_type == "DynamicQuantizeMatMul"]
+    assert quantized and any(len(n.input) == 5 for n in quantized)  # the bias Add folded into the MatMul
+    assert nodes["/pooler/MatMul"].op_type == nodes["/classifier/MatMul"].op_type == "MatMul"  # head stays FP32
+
+
+def test_built_in_calibration_is_thinned_for_large_models(bert_entry):
+    import dataclasses
+
+    spec = load_spec(bert_entry.fp32_dir)
+    whole = build_calibration(bert_entry.fp32_dir, spec)
+    assert whole.description == "built-in, 394 texts and phrases"
+    large = dataclasses.replace(spec, num_layers=12, hidden_size=768, intermediate_size=3072)  # BERT-base
+    thinned = build_calibration(bert_entry.fp32_dir, large)
+    assert 80 < len(thinned.feeds) < 200 and thinned.description.startswith("built-in, ") and " of 394 " in \
+        thinned.description
+    own = build_calibration(bert_entry.fp32_dir, large, texts=["a text"] * 1000)  # a user's file: whole
+    assert len(own.feeds) == 1000
+
+
+def test_probe_outputs_are_spliced_into_the_model_bytes(bert_entry):
+    from app.core.export.graph import with_extra_outputs
+
+    raw = (bert_entry.fp32_dir / "model.onnx").read_bytes()
+    extra = [onnx.helper.make_tensor_value_info("/embeddings/LayerNorm_output_0", onnx.TensorProto.FLOAT, None)]
+    spliced = onnx.load_model_from_string(with_extra_outputs(raw, extra))
+    original = onnx.load_model_from_string(raw)
+    assert [o.name for o in spliced.graph.output] == [o.name for o in original.graph.output] + [extra[0].name]
+    del spliced.graph.output[-1]
+    assert spliced.SerializeToString() == original.SerializeToString()
+    with pytest.raises(ValueError, match="not an ONNX model"):
+        with_extra_outputs(b"\x08\x07", extra)
 
 
 def test_int8_answers_like_fp32_on_tiny_models(tiny_models, tmp_path):
