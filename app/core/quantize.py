@@ -499,7 +499,9 @@ def candidate_ladder(base: QuantizeConfig = QuantizeConfig()) -> list[QuantizeCo
     other outlier channels through FP32 side paths (four small ops per MatMul).
     """
     plain = replace(base, scale_outliers=False, split_outliers=False)
-    return [plain, replace(base, outlier_ratio=6.0), base, replace(base, outlier_ratio=2.0, max_outlier_channels=16)]
+    # The last rung has 7-bit weights: on AVX2 CPUs without VNNI, u8×s8 products can saturate in int16.
+    return [plain, replace(base, outlier_ratio=6.0), base,
+            replace(base, outlier_ratio=2.0, max_outlier_channels=16, reduce_range=True)]
 
 
 def keep_fp32_ladder(order: list[str], base: QuantizeConfig = QuantizeConfig()) -> list[QuantizeConfig]:
