@@ -59,7 +59,7 @@ def with_extra_outputs(model_bytes: bytes, outputs: list[onnx.ValueInfoProto]) -
     Protobuf lets repeated fields continue anywhere in a message, so the outputs (GraphProto field 12) are
     appended to the graph (ModelProto field 7) and the graph's length prefix is rewritten.
     """
-    pos = 0
+    view, pos = memoryview(model_bytes), 0  # slices of a memoryview are not copies: the join copies once
     while pos < len(model_bytes):
         start = pos
         key, pos = _read_varint(model_bytes, pos)
@@ -70,8 +70,8 @@ def with_extra_outputs(model_bytes: bytes, outputs: list[onnx.ValueInfoProto]) -
             length, pos = _read_varint(model_bytes, pos)
             if key >> 3 == 7:
                 extra = b"".join(_field(12, len(b)) + b for b in (o.SerializeToString() for o in outputs))
-                return b"".join((model_bytes[:start], _field(7, length + len(extra)),
-                                 model_bytes[pos:pos + length], extra, model_bytes[pos + length:]))
+                return b"".join((view[:start], _field(7, length + len(extra)), view[pos:pos + length], extra,
+                                 view[pos + length:]))
             pos += length
         else:  # ModelProto has only varint and length-delimited fields
             break
