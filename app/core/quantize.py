@@ -385,7 +385,7 @@ def sensitivity(model, calibration: Calibration, config: QuantizeConfig) -> list
         if x is None:
             continue
         w = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)  # (in, out)
-        if config.split_outliers and n.op_type == "MatMul":
+        if config.split_outliers:
             channels = outlier_channels(calibration.peaks[n.input[0]], config.outlier_ratio,
                                         config.max_outlier_channels)
             x = x.copy()
@@ -526,7 +526,8 @@ def _quantize_matmuls(model, config: QuantizeConfig, skip: set[str]) -> None:
     inits = {i.name: i for i in model.graph.initializer}
     consumers = _consumers(model)
     axis = 0 if config.per_channel else None  # W is (in, out): one scale per output column
-    qmax = (63 if config.reduce_range else 127) if config.weight_type == "int8" else (127 if config.reduce_range else 255)
+    levels = {("int8", False): 127, ("int8", True): 63, ("uint8", False): 255, ("uint8", True): 127}
+    qmax = levels[config.weight_type, config.reduce_range]
     quantized, folded = set(), set()
     for n in model.graph.node:
         if n.op_type != "MatMul" or n.name in skip or n.input[1] not in inits:
@@ -612,7 +613,8 @@ def quantize_model(fp32_path: Path, out_path: Path, calibration: Calibration, *,
             i += 1
             if i == len(ladder) and not ranked:
                 ranked = True
-                ladder += keep_fp32_ladder([name for name, _ in sensitivity(base, calibration, QuantizeConfig())])
+                ranked_nodes = sensitivity(base, calibration, QuantizeConfig())
+                ladder += keep_fp32_ladder([name for name, _ in ranked_nodes if name not in head])
         if chosen is None:
             out_path.unlink(missing_ok=True)
         report(progress, "validate", len(ladder), len(ladder), "done")
