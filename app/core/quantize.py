@@ -39,13 +39,13 @@ class QuantizeConfig:
     weight_type: Literal["int8", "uint8"] = "int8"
     per_channel: bool = True
     reduce_range: bool = False  # 7-bit weights: no u8×s8 saturation on AVX2 without VNNI, less precision
-    # Outlier channels of a MatMul input fed by a LayerNorm are scaled down to `scale_ratio` × the median
-    # channel's peak through the LayerNorm's gamma/beta (the MatMul's weight rows scaled up: exact in FP32).
+    outlier_ratio: float = 4.0  # a channel is an outlier when its peak |x| exceeds ratio × the median channel's
+    # A MatMul input fed by a LayerNorm that has outliers gets every channel above `scale_ratio` × the median
+    # channel's peak scaled down to it through the LayerNorm's gamma/beta (the weight rows scaled up: exact).
     scale_outliers: bool = True
     scale_ratio: float = 2.0
-    # Outlier channels of the other MatMul inputs (GELU outputs) go through a small FP32 side path.
+    # The outlier channels of the other MatMul inputs (GELU outputs) go through a small FP32 side path.
     split_outliers: bool = True
-    outlier_ratio: float = 4.0  # a channel is an outlier when its peak |x| exceeds ratio × the median channel's
     max_outlier_channels: int = 8
     quantize_embeddings: bool = True  # int8 embedding tables with per-row scales
     keep_fp32: tuple[str, ...] = ()  # node names left in FP32 (the most sensitive ones)
@@ -63,11 +63,10 @@ class QuantizeConfig:
         parts = [f"{self.weight_type} weights", "per-channel" if self.per_channel else "per-tensor"]
         if self.reduce_range:
             parts.append("reduced range")
-        if self.scale_outliers:
-            parts.append(f"LayerNorm outlier channels scaled to {self.scale_ratio:g}x the median")
-        if self.split_outliers:
-            parts.append(f"other outlier channels (> {self.outlier_ratio:g}x the median, up to "
-                         f"{self.max_outlier_channels}) in FP32")
+        if self.scale_outliers or self.split_outliers:
+            how = [f"scaled to {self.scale_ratio:g}x after LayerNorms"] if self.scale_outliers else []
+            how += [f"up to {self.max_outlier_channels} in FP32 elsewhere"] if self.split_outliers else []
+            parts.append(f"outlier channels (> {self.outlier_ratio:g}x the median) {' and '.join(how)}")
         if not self.quantize_embeddings:
             parts.append("FP32 embeddings")
         if self.keep_fp32:
@@ -276,9 +275,10 @@ def _scale_through_layer_norms(model, config: QuantizeConfig, calibration: Calib
                 or len(norm.input) < 3 or not {norm.input[1], norm.input[2]} <= inits.keys()):
             continue
         peak = calibration.peaks[x]
-        s = np.maximum(peak / (config.scale_ratio * (float(np.median(peak)) or 1e-12)), 1.0).astype(np.float32)
-        if not (s > 1).any():
+        median = float(np.median(peak)) or 1e-12
+        if peak.max() <= config.outlier_ratio * median:  # no outliers: the Mul would cost more than it gives
             continue
+        s = np.maximum(peak / (config.scale_ratio * median), 1.0).astype(np.float32)
         for name in norm.input[1:3]:
             inits[name].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(inits[name]) / s, name))
         scaled_x = x + "/outliers_scaled"
