@@ -19,7 +19,7 @@ Latency uses bench_int8.py's method: one long-lived process per model (ONNX Runt
 (2 warm-up runs, then `--runs` timed runs; the order rotates each round), median and p95. The machine is a
 shared 2-core one: compare ratios within one run. Usage:
 
-    .venv/bin/python tests/benchmarks/bench_guard.py [--rounds 5 --runs 20 --threads 2 --workdir DIR]
+    .venv/bin/python tests/benchmarks/bench_guard.py [--rounds 10 --runs 20 --threads 2 --workdir DIR]
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=MODEL)
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--gap", type=float, default=0.2, help="seconds of idle between latency blocks")
