@@ -203,13 +203,9 @@ class EncoderBuilder:
         ctx = g.node("MatMul", [probs, v], f"{path}/attention/context/MatMul")
         ctx = g.node("Transpose", [ctx], f"{path}/attention/context/Transpose", perm=[0, 2, 1, 3])
         ctx = g.node("Reshape", [ctx, g.const([0, 0, h])], f"{path}/attention/context/Reshape")
-        attn = self.linear(ctx, key + n["o"], h, h, f"{path}/attention/output")
-        x = self.layer_norm(g.node("Add", [attn, x], f"{path}/attention/Add_residual"), key + n["ln1"], h,
-                            f"{path}/attention/LayerNorm")
+        x = self._residual_layer_norm(ctx, x, key + n["o"], key + n["ln1"], h, h, f"{path}/attention")
         inner = self.activation(self.linear(x, key + n["ff1"], h, ff, f"{path}/ffn/in"), s.hidden_act, f"{path}/ffn/act")
-        out = self.linear(inner, key + n["ff2"], ff, h, f"{path}/ffn/out")
-        return self.layer_norm(g.node("Add", [out, x], f"{path}/ffn/Add_residual"), key + n["ln2"], h,
-                               f"{path}/ffn/LayerNorm")
+        return self._residual_layer_norm(inner, x, key + n["ff2"], key + n["ln2"], ff, h, f"{path}/ffn")
 
     def _fused_layer(self, x: str, mask: str, key: str, path: str) -> str:
         #  x ─ MatMul(Wqkv) ─ Split ─ MultiHeadAttention(+bqkv, mask) ─ MatMul(Wo) ─ Add(bo) ─ Add(x) ─ LayerNorm
@@ -242,6 +238,7 @@ class EncoderBuilder:
 
     def _residual_layer_norm(self, y: str, skip: str, linear: str, norm: str, d_in: int, d_out: int,
                              path: str) -> str:
+        #  y ─ Linear ─ Add(skip) ─ LayerNorm ─►
         y = self.linear(y, linear, d_in, d_out, path + "/output")
         return self.layer_norm(self.g.node("Add", [y, skip], path + "/Add_residual"), norm, d_out,
                                path + "/LayerNorm")
