@@ -257,7 +257,7 @@ def test_real_sst2_guard_keeps_99_5_percent_agreement(tmp_path):
     with open(data, encoding="utf-8") as f:
         texts = [row["sentence"] for row in csv.DictReader(f, delimiter="\t")]
     spec = load_spec(entry.fp32_dir)
-    cal = build_calibration(entry.fp32_dir, spec, texts=texts, batch_size=1)
+    cal = build_calibration(entry.fp32_dir, spec, texts=texts)
     collect(entry.fp32_dir / "model.onnx", cal, sample_tokens=16)
     agreement = validate(entry.int8_dir / "model.onnx", cal, task=spec.task)
     assert agreement.agreement >= 0.995, agreement

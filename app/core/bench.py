@@ -18,7 +18,7 @@ import numpy as np
 
 from app.core.errors import InputError
 from app.core.progress import ProgressFn, check_cancel, report
-from app.core.tasks.runner import session_options
+from app.core.tasks.runner import new_session
 
 
 def physical_cores() -> int:
@@ -97,13 +97,12 @@ class BenchResult:
 
 def _load_in_child(onnx_path: str, threads: int, feed: dict, queue) -> None:
     """Runs in a fresh process: load time and the memory the session adds (after one run)."""
-    import onnxruntime as ort
+    import onnxruntime  # noqa: F401 - imported before `before`: the session's own memory is what counts
     import psutil
 
-    before = psutil.Process().memory_info().rss  # after the import: the session's own memory is what counts
-    options = session_options(threads)
+    before = psutil.Process().memory_info().rss
     start = time.perf_counter()
-    session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+    session = new_session(onnx_path, threads)
     load_ms = (time.perf_counter() - start) * 1000
     session.run(None, {i.name: feed[i.name] for i in session.get_inputs()})
     queue.put((load_ms, psutil.Process().memory_info().rss - before))
@@ -132,8 +131,6 @@ def _feed(spec, config: BenchConfig, vocab_size: int) -> dict[str, np.ndarray]:
 def benchmark(entry, config: BenchConfig = BenchConfig(), *, progress: ProgressFn | None = None,
               cancel: threading.Event | None = None) -> BenchResult:
     """Benchmark a store entry's FP32 and INT8 models side by side."""
-    import onnxruntime as ort
-
     from app.core.spec import load_spec
 
     spec = load_spec(entry.fp32_dir)
@@ -148,8 +145,7 @@ def benchmark(entry, config: BenchConfig = BenchConfig(), *, progress: ProgressF
         check_cancel(cancel)
         report(progress, "bench", i, steps, f"loading {label} in a fresh process")
         loads[label] = _fresh_process_load(path, threads, feed)
-    sessions = {label: ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
-                for label, path in models}
+    sessions = {label: new_session(str(path), threads) for label, path in models}
     feeds = {label: {i.name: feed[i.name] for i in s.get_inputs()} for label, s in sessions.items()}
     times: dict[str, list[float]] = {label: [] for label in sessions}
     block = 3

@@ -159,6 +159,7 @@ def with_fragments(sentences) -> list[str]:
 # multiply-adds (about 3 s of FP32 on two laptop cores): MiniLM-sized models keep every example, BERT-base
 # about a third. A user's own calibration file is always used whole.
 BUILT_IN_BUDGET = 2.5e11
+MAX_TOKENS = 256  # calibration examples are cut to this length
 
 
 def token_budget(spec) -> int:
@@ -177,15 +178,17 @@ def _thin(feeds: list, budget: int) -> list:
 
 
 def build_calibration(folder, spec, *, texts: list[str] | None = None, pairs: list[str] | None = None,
-                      qa: list[tuple[str, str]] | None = None, description: str = "", batch_size: int = 1,
-                      max_length: int = 256):
-    """Tokenized calibration batches for the model in `folder` (built-in data unless texts/qa are given)."""
+                      qa: list[tuple[str, str]] | None = None, description: str = ""):
+    """Calibration feeds for the model in `folder`, one example each (built-in data unless texts/qa are given).
+
+    One example per feed, as the app runs INT8: dynamic INT8 takes one activation range per call.
+    """
     from app.core.quantize import Calibration
     from app.core.tasks.tokenizer import load_tokenizer
 
     built_in = not (texts or qa)
     tokenizer = load_tokenizer(folder, spec)
-    max_length = min(max_length, tokenizer.max_length)
+    max_length = min(MAX_TOKENS, tokenizer.max_length)
     if spec.task == "question-answering":
         # Each question against its own context, alone and followed by every other context: the answer is
         # still there, among more distractors, as in multi-paragraph documents.
@@ -199,9 +202,9 @@ def build_calibration(folder, spec, *, texts: list[str] | None = None, pairs: li
         truncation = "longest_first"
         description = description or f"built-in, {len(firsts)} texts and phrases"
     feeds = []
-    for i in range(0, len(firsts), batch_size):
-        batch, _ = tokenizer.batch(firsts[i:i + batch_size], seconds[i:i + batch_size] if seconds else None,
-                                   truncation=truncation, max_length=max_length)
+    for i, first in enumerate(firsts):
+        batch, _ = tokenizer.batch([first], [seconds[i]] if seconds else None, truncation=truncation,
+                                   max_length=max_length)
         feeds.append(batch.feeds(spec.input_names))
     if built_in:
         kept = _thin(feeds, token_budget(spec))

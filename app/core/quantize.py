@@ -101,6 +101,7 @@ class Candidate:
     agreement: Agreement
     passed: bool
     seconds: float
+    outlier_channels: dict[str, int] = field(default_factory=dict)  # MatMul → outlier channels scaled or split
 
     def to_dict(self) -> dict:
         return {"settings": self.config.describe(), "config": asdict(self.config), "agreement": asdict(self.agreement),
@@ -151,14 +152,6 @@ class Calibration:
     description: str = ""
 
 
-def _session(model: str | bytes, threads: int | None):
-    import onnxruntime as ort
-
-    from app.core.tasks.runner import session_options
-
-    return ort.InferenceSession(model, session_options(threads), providers=["CPUExecutionProvider"])
-
-
 def _weighted_nodes(model) -> list:
     """MatMul nodes whose weight is an initializer: the ones quantization touches."""
     inits = {i.name for i in model.graph.initializer}
@@ -192,21 +185,22 @@ def _stack(feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([np.pad(f[k], ((0, 0), (0, length - f[k].shape[1]))) for f in feeds]) for k in feeds[0]}
 
 
-def collect(model_path: Path, calibration: Calibration, *, model=None, sample_tokens: int = 512,
+def collect(model_file: Path | bytes, calibration: Calibration, *, model=None, sample_tokens: int = 512,
             threads: int | None = None) -> None:
     """Fill calibration.reference, .peaks and .activations by running the FP32 model once with extra outputs.
 
     FP32 answers do not depend on the batch (only INT8's activation ranges do), so the reference runs in
     padded batches of similar length, which keeps the matrix multiplications efficient on large models.
     The inputs of every MatMul give their channels' peak |x| over all real tokens, and a small sample
-    (`sample_tokens`, spread evenly over the batches) for the sensitivity ranking. `model`: the file's
-    ModelProto when the caller has it already.
+    (`sample_tokens`, spread evenly over the batches) for the sensitivity ranking. `model_file` is the
+    model's path or its bytes; `model` its ModelProto when the caller has it already.
     """
     import onnx
 
     from app.core.export.graph import with_extra_outputs
+    from app.core.tasks.runner import new_session
 
-    raw = Path(model_path).read_bytes()
+    raw = model_file if isinstance(model_file, bytes) else Path(model_file).read_bytes()
     if model is None:
         model = onnx.load_model_from_string(raw)
     outputs = [o.name for o in model.graph.output]
@@ -214,13 +208,14 @@ def collect(model_path: Path, calibration: Calibration, *, model=None, sample_to
     per_token = {o.name for o in model.graph.output if len(o.type.tensor_type.shape.dim) > 1
                  and o.type.tensor_type.shape.dim[1].dim_param == "sequence_length"}
     probes = sorted({n.input[0] for n in _weighted_nodes(model)})
-    session = _session(with_extra_outputs(raw, [onnx.helper.make_tensor_value_info(p, onnx.TensorProto.FLOAT, None)
-                                                for p in probes]), threads)
+    session = new_session(with_extra_outputs(raw, [onnx.helper.make_tensor_value_info(p, onnx.TensorProto.FLOAT, None)
+                                                   for p in probes]), threads)
     del raw
     feeds = calibration.feeds
     groups = _batches(feeds)
     samples: dict[str, list[np.ndarray]] = {p: [] for p in probes}
     peaks: dict[str, np.ndarray] = {}
+    per_example: set[str] = set()
     rng = np.random.default_rng(0)
     per_batch = max(1, sample_tokens // max(1, len(groups)))
     reference: list[dict | None] = [None] * len(feeds)
@@ -234,13 +229,16 @@ def collect(model_path: Path, calibration: Calibration, *, model=None, sample_to
                             for k in outputs}
             row += rows
         real = np.flatnonzero(batch["attention_mask"])  # real tokens in the flattened (batch × seq)
-        calibration.per_example = {p for p in probes if results[p].ndim == 2}  # pooler, classifier: no seq axis
         for p in probes:
             x = results[p].reshape(-1, results[p].shape[-1])
-            x = x[real] if results[p].ndim == 3 else x  # (tokens, channels)
+            if results[p].ndim == 3:
+                x = x[real]  # (tokens, channels)
+            else:
+                per_example.add(p)  # pooler, classifier: one row per example
             peak = np.abs(x).max(axis=0)
             peaks[p] = peak if p not in peaks else np.maximum(peaks[p], peak)
             samples[p].append(x[np.sort(rng.choice(len(x), size=min(per_batch, len(x)), replace=False))])
+    calibration.per_example = per_example
     calibration.reference = reference
     calibration.peaks = peaks
     calibration.activations = {p: np.concatenate(v) for p, v in samples.items()}
@@ -275,10 +273,9 @@ def _scale_through_layer_norms(model, config: QuantizeConfig, calibration: Calib
                 or len(norm.input) < 3 or not {norm.input[1], norm.input[2]} <= inits.keys()):
             continue
         peak = calibration.peaks[x]
-        median = float(np.median(peak)) or 1e-12
-        if peak.max() <= config.outlier_ratio * median:  # no outliers: the Mul would cost more than it gives
+        if not outlier_channels(peak, config.outlier_ratio, 1):  # no outliers: the Mul would cost more than it gives
             continue
-        s = np.maximum(peak / (config.scale_ratio * median), 1.0).astype(np.float32)
+        s = np.maximum(peak / (config.scale_ratio * (float(np.median(peak)) or 1e-12)), 1.0).astype(np.float32)
         for name in norm.input[1:3]:
             inits[name].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(inits[name]) / s, name))
         scaled_x = x + "/outliers_scaled"
@@ -466,7 +463,7 @@ def compare(task: str, reference: list[dict], outputs: list[dict], feeds: list[d
 
 # --- the guard -----------------------------------------------------------------------------------------------
 
-def validate(int8_path: Path, calibration: Calibration, *, task: str, multi_label: bool = False,
+def validate(int8_model: Path | bytes, calibration: Calibration, *, task: str, multi_label: bool = False,
              target: GuardTarget | None = None, threads: int | None = None,
              cancel: threading.Event | None = None, chunk: int = 32) -> Agreement:
     """Compare the INT8 model with the FP32 reference on the calibration set.
@@ -474,21 +471,23 @@ def validate(int8_path: Path, calibration: Calibration, *, task: str, multi_labe
     With a target, stops as soon as more examples disagree than the target allows: a failing setting
     costs a fraction of a full pass (the agreement then covers the examples run so far).
     """
-    session = _session(str(int8_path), threads)
+    from app.core.tasks.runner import new_session
+
+    session = new_session(int8_model if isinstance(int8_model, bytes) else str(int8_model), threads)
     names = [o.name for o in session.get_outputs()]
     total = sum(len(f["attention_mask"]) for f in calibration.feeds)
     allowed = None if target is None else (1 - target.min_agreement) * total
-    outputs: list[dict] = []
-    agreement = Agreement(1.0, 1.0, 0)
+    same = cosine = examples = 0.0
     for lo in range(0, len(calibration.feeds), chunk):
         check_cancel(cancel)
         feeds = calibration.feeds[lo:lo + chunk]
-        outputs += [dict(zip(names, session.run(None, f))) for f in feeds]
-        agreement = compare(task, calibration.reference[:len(outputs)], outputs, calibration.feeds[:len(outputs)],
-                            multi_label=multi_label)
-        if allowed is not None and (1 - agreement.agreement) * agreement.examples > allowed + 1e-9:
+        part = compare(task, calibration.reference[lo:lo + chunk], [dict(zip(names, session.run(None, f)))
+                                                                     for f in feeds], feeds, multi_label=multi_label)
+        same, cosine = same + part.agreement * part.examples, cosine + part.cosine * part.examples
+        examples += part.examples
+        if allowed is not None and examples - same > allowed + 1e-9:
             break
-    return agreement
+    return Agreement(same / examples, cosine / examples, int(examples)) if examples else Agreement(1.0, 1.0, 0)
 
 
 def candidate_ladder(base: QuantizeConfig = QuantizeConfig()) -> list[QuantizeConfig]:
@@ -579,48 +578,53 @@ def quantize_model(fp32_path: Path, out_path: Path, calibration: Calibration, *,
 
     try:
         report(progress, "quantize", 0, None, "running the FP32 model on the calibration set")
-        base = onnx.load(str(fp32_path))
+        raw = Path(fp32_path).read_bytes()
+        base = onnx.load_model_from_string(raw)
         if not calibration.reference:
-            collect(fp32_path, calibration, model=base, threads=threads)
+            collect(raw, calibration, model=base, threads=threads)
+        del raw
         check_cancel(cancel)
         head = _head_nodes(base, calibration)
-        ladder = [force] if force else candidate_ladder()
         candidates: list[Candidate] = []
-        chosen, treated = None, {}
-        ranked = bool(force)  # the sensitivity ranking is costly: only once the fast rungs have all failed
-        i = 0
-        while i < len(ladder):
-            config = ladder[i]
+
+        def attempt(config: QuantizeConfig, step: int, steps: int | None) -> bytes:
+            """Quantize with `config`, validate it, record the candidate; returns the INT8 model."""
             check_cancel(cancel)
-            report(progress, "quantize", i, len(ladder), f"trying {config.describe()}")
+            report(progress, "quantize", step, steps, f"trying {config.describe()}")
             start = time.perf_counter()
             model = onnx.ModelProto()
             model.CopyFrom(base)
             side_nodes, treated = _rewrite(model, config, calibration, head)
             _quantize_matmuls(model, config, set(config.keep_fp32) | set(side_nodes) | head)
-            onnx.save(model, str(out_path))
+            int8 = model.SerializeToString()
             del model
-            report(progress, "validate", i, len(ladder), f"comparing with FP32: {config.describe()}")
-            agreement = validate(out_path, calibration, task=task, multi_label=multi_label,
+            report(progress, "validate", step, steps, f"comparing with FP32: {config.describe()}")
+            agreement = validate(int8, calibration, task=task, multi_label=multi_label,
                                  target=None if force else target, threads=threads, cancel=cancel)
-            passed = agreement.meets(target)
-            candidates.append(Candidate(config, agreement, passed, time.perf_counter() - start))
+            candidates.append(Candidate(config, agreement, agreement.meets(target), time.perf_counter() - start,
+                                        treated))
             log.info("candidate %s: agreement %.4f cosine %.5f", config.describe(), agreement.agreement,
                      agreement.cosine)
-            if passed or force:  # forced settings are kept even below target: the expert chose them
-                chosen = candidates[-1]
-                break
-            i += 1
-            if i == len(ladder) and not ranked:
-                ranked = True
-                ranked_nodes = sensitivity(base, calibration, QuantizeConfig())
-                ladder += keep_fp32_ladder([name for name, _ in ranked_nodes if name not in head])
-        if chosen is None:
-            out_path.unlink(missing_ok=True)
-        report(progress, "validate", len(ladder), len(ladder), "done")
+            return int8
+
+        def first_passing(ladder: list[QuantizeConfig]) -> bytes | None:
+            for step, config in enumerate(ladder):
+                int8 = attempt(config, step, len(ladder))
+                if candidates[-1].passed or force:  # forced settings are kept even below target: the expert chose
+                    return int8
+            return None
+
+        int8 = first_passing([force] if force else candidate_ladder())
+        if int8 is None and not force:  # the last resort; the sensitivity ranking is costly, so only now
+            ranked = sensitivity(base, calibration, QuantizeConfig())
+            int8 = first_passing(keep_fp32_ladder([name for name, _ in ranked if name not in head]))
+        chosen = candidates[-1] if int8 is not None else None
+        if int8 is not None:
+            out_path.write_bytes(int8)
+        report(progress, "validate", 1, 1, "done")
         return QuantizeResult(chosen=chosen, candidates=tuple(candidates), target=target,
-                              calibration=calibration.description,
-                              onnx_bytes=out_path.stat().st_size if chosen else 0, outlier_channels=treated)
+                              calibration=calibration.description, onnx_bytes=len(int8) if int8 else 0,
+                              outlier_channels=chosen.outlier_channels if chosen else {})
     except (OSError, RuntimeError, ValueError) as e:
         if isinstance(e, QuantizationError):
             raise

@@ -23,11 +23,11 @@ from pathlib import Path
 
 from app import __version__
 from app.core.errors import PocketError, StoreError
+from app.core.export import MANIFEST
 from app.core.hub import ModelRef, ModelSource, resolve
 from app.core.progress import ProgressFn, check_cancel, report
 from app.core.quantize import GuardTarget, QuantizeConfig
 
-MANIFEST = "manifest.json"
 _LOCK = ".lock"
 FUSED_OPS = ("MultiHeadAttention", "LayerNormalization", "BiasGelu", "FastGelu")
 

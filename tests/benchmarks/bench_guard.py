@@ -153,7 +153,7 @@ def main() -> int:
     data = load_data(args.data)
     texts = [e.text for e in data.examples]
     gold = [int(e.label) if e.label.isdigit() else spec.labels.index(e.label) for e in data.examples]
-    feeds = build_calibration(entry / "fp32", spec, texts=texts, batch_size=1).feeds
+    feeds = build_calibration(entry / "fp32", spec, texts=texts).feeds
     import numpy as np
 
     gold = np.array(gold)

@@ -59,13 +59,12 @@ make_tiny_model(sys.argv[1], "bert", "sequence-classification", hidden=768, laye
                 intermediate=3072, max_positions=512, vocab_size=30522)
 """
 
-OURS_CONVERT_API = """
+OURS_FORCED_CONVERT = """
 import json, sys
 from pathlib import Path
 from app.core.store import ConvertConfig, convert
 from app.core.quantize import QuantizeConfig
-force = QuantizeConfig() if sys.argv[3] == "force" else None
-entry = convert(sys.argv[1], ConvertConfig(force=force, reuse=False), root=Path(sys.argv[2]))
+entry = convert(sys.argv[1], ConvertConfig(force=QuantizeConfig(), reuse=False), root=Path(sys.argv[2]))
 print(json.dumps({"entry": str(entry.path)}))
 """
 
@@ -156,11 +155,6 @@ def run_child(cmd: list[str], *, env: dict | None = None) -> tuple[float, float,
         return wall, usage.ru_maxrss / 1024, out.read().decode()
 
 
-def cli_has_convert() -> bool:
-    probe = subprocess.run([sys.executable, "-m", "app", "convert", "--help"], cwd=ROOT, capture_output=True)
-    return probe.returncode == 0
-
-
 def entry_in(store: Path) -> Path:
     entries = [p for p in store.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "manifest.json").is_file()]
     if len(entries) != 1:
@@ -241,9 +235,6 @@ def main() -> None:
                      "(bash tests/benchmarks/make_optimum_venv.sh creates it).")
 
     # --- whole-process conversion, interleaved; the last run's files are the ones benchmarked ----------------
-    use_cli = cli_has_convert()
-    if not use_cli:
-        notes.append("`python -m app convert` is not available: timed app.core.store.convert in a child instead.")
     conv = {"ours": [], "optimum": []}
     store = opt_dir = None
     runs = args.convert_runs
@@ -260,12 +251,9 @@ def main() -> None:
             if path is not None:
                 shutil.rmtree(path, ignore_errors=True)  # keep the disk small: only the last run's files stay
         store = work / f"store-{i}"
-        if use_cli:
-            env = dict(os.environ, POCKET_NLP_HOME=str(store))
-            conv["ours"].append(run_child([sys.executable, "-m", "app", "convert", str(folder), "-q", "--no-reuse"],
-                                          env=env)[:2])
-        else:
-            conv["ours"].append(run_child([sys.executable, "-c", OURS_CONVERT_API, str(folder), str(store), "guard"])[:2])
+        env = dict(os.environ, POCKET_NLP_HOME=str(store))
+        conv["ours"].append(run_child([sys.executable, "-m", "app", "convert", str(folder), "-q", "--no-reuse"],
+                                      env=env)[:2])
         if have_optimum:
             opt_dir = work / f"optimum-{i}"
             w1, r1, _ = run_child([str(opt_cli), "export", "onnx", "--model", str(folder), "--task",
@@ -284,7 +272,7 @@ def main() -> None:
                      "INT8 forced with ConvertConfig(force=QuantizeConfig()) for the speed and size figures.")
         forced = work / "store-forced"
         shutil.rmtree(forced, ignore_errors=True)
-        run_child([sys.executable, "-c", OURS_CONVERT_API, str(folder), str(forced), "force"])
+        run_child([sys.executable, "-c", OURS_FORCED_CONVERT, str(folder), str(forced)])
         int8_model = entry_in(forced) / "int8" / "model.onnx"
         guard_choice = "forced: " + (json.loads((entry_in(forced) / "manifest.json").read_text())
                                      ["quantization"]["chosen"]["settings"])

@@ -41,6 +41,13 @@ def session_options(threads: int | None = None):
     return options
 
 
+def new_session(model: str | bytes, threads: int | None = None):
+    """An ONNX Runtime CPU session on a model file or its bytes, with `session_options`."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model, session_options(threads), providers=["CPUExecutionProvider"])
+
+
 class Runner:
     """Runs one exported model. Safe to call from one worker thread at a time per task."""
 
@@ -66,8 +73,6 @@ class Runner:
     @classmethod
     def load(cls, folder: Path, *, onnx_name: str = "model.onnx", threads: int | None = None) -> Runner:
         """A runner for a folder holding `onnx_name`, config.json and the tokenizer files."""
-        import onnxruntime as ort
-
         folder = Path(folder)
         onnx_path = folder / onnx_name
         if not onnx_path.is_file():
@@ -80,7 +85,7 @@ class Runner:
         tokenizer = load_tokenizer(folder, spec)
         start = time.perf_counter()
         try:
-            session = ort.InferenceSession(str(onnx_path), session_options(threads), providers=["CPUExecutionProvider"])
+            session = new_session(str(onnx_path), threads)
         except Exception as e:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
             raise InvalidModelError(f"ONNX Runtime cannot load {onnx_path} ({e}). Re-export the model.") from e
         load_ms = (time.perf_counter() - start) * 1000
