@@ -238,17 +238,13 @@ class ComparePage(QWidget):
     def evaluate_file(self, path: Path, limit: int | None = None) -> None:
         if self.entry is None or self.running():
             return
-        entry, threads = self.entry, self.threads.value() or None
-        cache = self.window.try_it.runners
+        window, entry, threads = self.window, self.entry, self.threads.value() or None
 
         def run(progress, cancel):
             from app.core.eval import evaluate, load_data
-            from app.core.tasks.runner import Runner
             data = load_data(Path(path))
             key = str(entry.path)
-            if key not in cache:
-                cache[key] = (Runner.load(entry.fp32_dir, threads=threads), Runner.load(entry.int8_dir, threads=threads))
-            fp32, int8 = cache[key]
+            fp32, int8 = window.runners(entry, threads)
             return key, evaluate(fp32, int8, data, limit=limit, progress=progress, cancel=cancel).to_dict()
 
         self._start(run, "eval", self._evaluated, f"Evaluating both models on {Path(path).name}…")

@@ -207,9 +207,7 @@ class ConvertPage(QWidget):
 
         def run(progress, cancel):
             from app.core import store
-            config = store.ConvertConfig(threads=threads) if threads and _has_field(store.ConvertConfig, "threads") \
-                else store.ConvertConfig()
-            return store.convert(ref, config, progress=progress, cancel=cancel)
+            return store.convert(ref, store.ConvertConfig(threads=threads), progress=progress, cancel=cancel)
 
         self.task = start_task(run, self, name="convert", on_progress=self._progress, on_result=self._done,
                                on_error=self._failed, on_finished=self._finished)
@@ -350,6 +348,3 @@ class ConvertPage(QWidget):
         self.cancel_button.hide()
         self.window.choose._update_buttons()
 
-
-def _has_field(cls, name: str) -> bool:
-    return name in getattr(cls, "__dataclass_fields__", {})

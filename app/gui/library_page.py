@@ -97,17 +97,17 @@ class LibraryPage(QWidget):
 
     @Slot()
     def open_selected(self) -> None:
-        e = self.selected()
-        if e is not None:
-            self.window.set_entry(e)
-            self.window.show_page("Try it")
+        self._show_selected("Try it")
 
     @Slot()
     def compare_selected(self) -> None:
+        self._show_selected("Compare")
+
+    def _show_selected(self, page: str) -> None:
         e = self.selected()
         if e is not None:
             self.window.set_entry(e)
-            self.window.show_page("Compare")
+            self.window.show_page(page)
 
     @Slot()
     def reveal_selected(self) -> None:
@@ -126,7 +126,7 @@ class LibraryPage(QWidget):
             return
         if self.window.entry is not None and str(self.window.entry.path) == str(e.path):
             self.window.set_entry(None)
-        self.window.try_it.runners.pop(str(e.path), None)
+        self.window.drop_runners(e.path)
 
         def run(progress, cancel):
             from app.core import store

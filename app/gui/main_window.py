@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
 from PySide6.QtCore import QSettings, QSize, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QAction, QKeySequence
@@ -35,6 +36,8 @@ class MainWindow(QMainWindow):
     def __init__(self, settings: QSettings | None = None):
         super().__init__()
         self.settings = settings if settings is not None else QSettings("PocketNLP", "Pocket NLP")
+        self._runners: dict[tuple[str, int | None], tuple] = {}  # (entry path, threads) → (fp32, int8 or None)
+        self._runners_lock = threading.Lock()
         self.entry = None
         self.entries: list = []
         self.setWindowTitle("Pocket NLP")
@@ -165,6 +168,21 @@ class MainWindow(QMainWindow):
         if isinstance(value, str):
             value = [value]
         return [str(v) for v in (value or [])]
+
+    def runners(self, entry, threads: int | None) -> tuple:
+        """(FP32 runner, INT8 runner or None) of a store entry, loaded once per thread count (from workers)."""
+        key = (str(entry.path), threads)
+        with self._runners_lock:
+            if key not in self._runners:
+                from app.core.tasks.runner import Runner
+                self._runners[key] = (Runner.load(entry.fp32_dir, threads=threads),
+                                      Runner.load(entry.int8_dir, threads=threads) if entry.int8_dir else None)
+            return self._runners[key]
+
+    def drop_runners(self, path) -> None:
+        with self._runners_lock:
+            for key in [k for k in self._runners if k[0] == str(path)]:
+                del self._runners[key]
 
     def threads(self) -> int | None:
         n = int(self.settings.value("threads", 0) or 0)

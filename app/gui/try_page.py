@@ -82,7 +82,6 @@ class TryPage(QWidget):
         super().__init__()
         self.window = window
         self.entry = None
-        self.runners: dict[str, tuple] = {}  # entry path → (fp32 runner, int8 runner or None)
         self.task = None
         self.last_results = None
         lay = widgets.page_layout(
@@ -231,16 +230,10 @@ class TryPage(QWidget):
 
     def _with_runners(self, fn):
         """Run fn(fp32, int8) in a worker, loading (and caching) the two runners first."""
-        entry, cache, threads = self.entry, self.runners, self.window.threads()
-        key = str(entry.path)
+        window, entry, threads = self.window, self.entry, self.window.threads()
 
         def run(progress, cancel):
-            if key not in cache:
-                from app.core.tasks.runner import Runner
-                fp32 = Runner.load(entry.fp32_dir, threads=threads)
-                int8 = Runner.load(entry.int8_dir, threads=threads) if entry.int8_dir is not None else None
-                cache[key] = (fp32, int8)
-            return fn(*cache[key])
+            return fn(*window.runners(entry, threads))
 
         return run
 

@@ -28,7 +28,6 @@ def human_bytes(n: float | None) -> str:
         if abs(n) < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
-    return f"{n:.1f} GB"
 
 
 def human_seconds(s: float | None) -> str:
@@ -39,13 +38,6 @@ def human_seconds(s: float | None) -> str:
     if s < 3600:
         return f"{int(s // 60)} min {int(s % 60):02d} s"
     return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
-
-
-def ratio_text(fp32: float | None, int8: float | None, *, higher_is_better: bool = False) -> str:
-    """'4.0x smaller', '2.3x faster'-style words are built by callers; this gives the bare factor."""
-    if not fp32 or not int8:
-        return "–"
-    return f"{(int8 / fp32) if higher_is_better else (fp32 / int8):.1f}x"
 
 
 # --- theme --------------------------------------------------------------------------------------------------
@@ -202,9 +194,6 @@ class ElidedLabel(QLabel):
         self._full = text
         self.setToolTip(text if len(text) > 40 else "")
         self._elide()
-
-    def fullText(self) -> str:
-        return self._full
 
     def text(self) -> str:  # noqa: D401 - what the user would read in full
         return self._full

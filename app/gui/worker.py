@@ -82,8 +82,6 @@ class Worker(QObject):
 class Task(QObject):
     """The GUI-thread end of a running worker: forwards its signals to plain callbacks and cleans up."""
 
-    done = Signal()  # after result/error callbacks, when the thread has been told to stop
-
     def __init__(self, worker: Worker, parent: QObject | None, *, on_result=None, on_error=None, on_progress=None,
                  on_started=None, on_finished=None):
         super().__init__(parent)
@@ -93,7 +91,6 @@ class Task(QObject):
         self.callbacks = {"result": on_result, "error": on_error, "progress": on_progress, "started": on_started,
                           "finished": on_finished}
         self.running = False
-        self.outcome: Any = None
         worker.moveToThread(self.thread)
         worker.bridge.moveToThread(self.thread)
         worker.started.connect(self._started)
@@ -111,13 +108,6 @@ class Task(QObject):
 
     def cancel(self) -> None:
         self.worker.cancel_event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self.worker.cancel_event.is_set()
-
-    def wait(self, ms: int = 5000) -> bool:
-        return self.thread.wait(ms)
 
     def _call(self, name: str, *args) -> None:
         fn = self.callbacks.get(name)
@@ -137,12 +127,10 @@ class Task(QObject):
 
     @Slot(object)
     def _result(self, value) -> None:
-        self.outcome = value
         self._call("result", value)
 
     @Slot(object)
     def _error(self, e) -> None:
-        self.outcome = e
         self._call("error", e)
 
     @Slot()
@@ -152,7 +140,6 @@ class Task(QObject):
         self.thread.wait(2000)
         self._call("finished")
         _LIVE.discard(self)
-        self.done.emit()
 
 
 _LIVE: set[Task] = set()  # keeps running tasks (and their threads) alive until they finish
@@ -162,10 +149,6 @@ def start_task(fn: Callable[..., Any], parent: QObject | None = None, *, name: s
     """Run `fn(progress=, cancel=)` on a new QThread; callbacks (on_result, on_error, on_progress, on_started,
     on_finished) run on the GUI thread."""
     return Task(Worker(fn, name), parent, **callbacks).start()
-
-
-def running_tasks() -> list[Task]:
-    return [t for t in _LIVE if t.running]
 
 
 def stop_all(timeout_ms: int = 3000) -> None:
