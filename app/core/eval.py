@@ -221,12 +221,27 @@ def _load_jsonl(path: Path, text: str, text_column, pair_column, label_column):
     return ClassificationData(path, tuple(examples), tcol, pcol, lcol)
 
 
-def _line_of(text: str, needle: str) -> int | None:
-    """Line of the first occurrence of `needle`; None when it is absent or the JSON is all on one line."""
-    if "\n" not in text.strip():
-        return None
-    pos = text.find(needle)
-    return text.count("\n", 0, pos) + 1 if pos >= 0 else None
+class _Lines:
+    """Line numbers of strings in a JSON text; None when absent or when the JSON is all on one line.
+
+    Questions come in document order, so each lookup continues from the last one (a whole-file search per
+    question made loading a SQuAD file quadratic); a string not found further on is searched from the top.
+    """
+
+    def __init__(self, text: str):
+        self.text, self.multiline = text, "\n" in text.strip()
+        self.pos, self.line = 0, 1
+
+    def of(self, needle: str) -> int | None:
+        if not self.multiline:
+            return None
+        pos = self.text.find(needle, self.pos)
+        if pos < 0:
+            pos = self.text.find(needle)
+            return self.text.count("\n", 0, pos) + 1 if pos >= 0 else None
+        self.line += self.text.count("\n", self.pos, pos)
+        self.pos = pos
+        return self.line
 
 
 def load_squad(path: Path, text: str | None = None) -> SquadData:
@@ -243,26 +258,26 @@ def load_squad(path: Path, text: str | None = None) -> SquadData:
     version = str(doc.get("version", "1.1"))
     examples = []
 
+    lines = _Lines(text)
+
     def bad(where: str, msg: str, needle: str | None = None):
-        line = _line_of(text, needle) if needle else None
+        line = lines.of(needle) if needle else None
         return InputError(f"{path}{f', line {line}' if line else ''}, field {where}: {msg}")
+
+    def objects(value, where: str):
+        """(index, where, item) of a list of JSON objects, or a clear error."""
+        if not isinstance(value, list):
+            raise bad(where, "missing or not a list.")
+        for i, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise bad(f"{where}[{i}]", "not an object.")
+            yield i, f"{where}[{i}]", item
 
     for a, article in enumerate(doc["data"]):
         paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
-        if not isinstance(paragraphs, list):
-            raise bad(f"data[{a}].paragraphs", "missing or not a list.")
-        for p, para in enumerate(paragraphs):
-            where_p = f"data[{a}].paragraphs[{p}]"
-            if not isinstance(para, dict):
-                raise bad(where_p, "not an object.")
-            qas = para.get("qas")
+        for p, where_p, para in objects(paragraphs, f"data[{a}].paragraphs"):
             context = para.get("context")
-            if not isinstance(qas, list):
-                raise bad(f"{where_p}.qas", "missing or not a list.")
-            for q, item in enumerate(qas):
-                where = f"{where_p}.qas[{q}]"
-                if not isinstance(item, dict):
-                    raise bad(where, "not an object.")
+            for q, where, item in objects(para.get("qas"), f"{where_p}.qas"):
                 qid = str(item.get("id", f"{a}-{p}-{q}"))
                 needle = json.dumps(qid) if "id" in item else None
                 if not isinstance(context, str) or not context.strip():
@@ -279,7 +294,7 @@ def load_squad(path: Path, text: str | None = None) -> SquadData:
                 if not impossible and not any(g.strip() for g in golds):
                     raise bad(f"{where}.answers", "no gold answer text, and the question is not marked "
                               "is_impossible, so it cannot be scored.", needle)
-                line = _line_of(text, needle) if needle else None
+                line = lines.of(needle) if needle else None
                 examples.append(QAExample(qid, question, context, golds,
                                           where + (f" (line {line})" if line else "")))
     return SquadData(path, tuple(examples), version)
@@ -314,10 +329,13 @@ def load_data(path: Path, *, format: DataFormat = "auto", text_column: str | Non
 
 # --- metrics -------------------------------------------------------------------------------------------------
 
+_PUNCTUATION = frozenset(string.punctuation)
+
+
 def normalize_answer(s: str) -> str:
     """Official SQuAD normalisation: lower case, no punctuation, no articles, single spaces."""
     s = s.lower()
-    s = "".join(ch for ch in s if ch not in set(string.punctuation))
+    s = "".join(ch for ch in s if ch not in _PUNCTUATION)
     s = re.sub(r"\b(a|an|the)\b", " ", s)
     return " ".join(s.split())
 
@@ -462,6 +480,7 @@ def _evaluate_classification(fp32, int8, data, examples, progress, cancel, batch
     latency = {"fp32": 0.0, "int8": 0.0}
     wall = {"fp32": 0.0, "int8": 0.0}
     results = {"fp32": [], "int8": []}
+    correct = {"fp32": 0, "int8": 0}
     report(progress, "eval", 0, total, f"{total} examples")
     for lo in range(0, total, batch_size):
         check_cancel(cancel)
@@ -475,10 +494,10 @@ def _evaluate_classification(fp32, int8, data, examples, progress, cancel, batch
             latency[name] += sum(r.latency_ms for r in out)
             results[name] += out
             preds[name] += [r.scores[0].index for r in out]
+            correct[name] += sum(g == r.scores[0].index for g, r in zip(gold[lo:], out))
         done = lo + len(chunk)
-        acc = sum(g == p for g, p in zip(gold, preds["fp32"])) / done
-        acc8 = sum(g == p for g, p in zip(gold, preds["int8"])) / done
-        report(progress, "eval", done, total, f"accuracy fp32 {acc:.3f} · int8 {acc8:.3f}")
+        report(progress, "eval", done, total,
+               f"accuracy fp32 {correct['fp32'] / done:.3f} · int8 {correct['int8'] / done:.3f}")
     disagreements = []
     for i, (a, b) in enumerate(zip(results["fp32"], results["int8"])):
         if a.scores[0].index != b.scores[0].index:
