@@ -368,11 +368,12 @@ def main(argv: list[str] | None = None) -> int:
         from app.selftest import main as self_test
 
         return self_test(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
-        build_parser().print_help()
+        parser.print_help()
         return 2
     try:
         return args.func(args)

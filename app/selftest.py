@@ -124,7 +124,7 @@ def _mb(path: Path) -> str:
     return f"{path.stat().st_size / 1e6:.2f} MB"
 
 
-def _convert_both(source: Path, store: Path, say) -> tuple:
+def _convert_both(source: Path, store: Path, say):
     """Convert with the accuracy guard; when the guard keeps a random model in FP32, force INT8 so both run."""
     from app.core.quantize import QuantizeConfig
     from app.core.store import ConvertConfig, convert
@@ -138,9 +138,9 @@ def _convert_both(source: Path, store: Path, say) -> tuple:
     if entry.int8_dir is None:
         raise RuntimeError(f"{source.name}: no INT8 model even with forced settings: {entry.summary()}")
     seconds = time.perf_counter() - start
-    fp32, int8 = entry.fp32_dir / "model.onnx", entry.int8_dir / "model.onnx"
-    say(f"  converted in {seconds:.1f} s ({how}); model.onnx FP32 {_mb(fp32)}, INT8 {_mb(int8)}")
-    return entry, fp32, int8
+    say(f"  converted in {seconds:.1f} s ({how}); model.onnx FP32 {_mb(entry.fp32_dir / 'model.onnx')}, "
+        f"INT8 {_mb(entry.int8_dir / 'model.onnx')}")
+    return entry
 
 
 def _core_checks(tmp: Path, say) -> None:
@@ -148,7 +148,7 @@ def _core_checks(tmp: Path, say) -> None:
 
     store = tmp / "store"
     say("classification: tiny BertForSequenceClassification (random weights, built without PyTorch)")
-    entry, _, _ = _convert_both(build_tiny_bert(tmp / "tiny-bert-cls", "classification", seed=1), store, say)
+    entry = _convert_both(build_tiny_bert(tmp / "tiny-bert-cls", "classification", seed=1), store, say)
     text = "What a great film, I loved the story."
     labels = {}
     for name, folder in (("FP32", entry.fp32_dir), ("INT8", entry.int8_dir)):
@@ -162,7 +162,7 @@ def _core_checks(tmp: Path, say) -> None:
     say(f"  FP32 and INT8 {'agree' if labels['FP32'] == labels['INT8'] else 'differ (random weights)'}")
 
     say("question answering: tiny BertForQuestionAnswering (random weights)")
-    entry, _, _ = _convert_both(build_tiny_bert(tmp / "tiny-bert-qa", "qa", seed=2), store, say)
+    entry = _convert_both(build_tiny_bert(tmp / "tiny-bert-qa", "qa", seed=2), store, say)
     question, context = "What is the capital of France?", "Paris is the capital city of France, on the river."
     answers = {}
     for name, folder in (("FP32", entry.fp32_dir), ("INT8", entry.int8_dir)):

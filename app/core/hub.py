@@ -20,7 +20,7 @@ import logging
 import os
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -106,7 +106,6 @@ class ModelSource:
     weight_files: tuple[Path, ...]
     revision: str | None = None  # commit sha for Hub models
     notice: str = ""  # something the user should know, e.g. "offline: using the cached copy"
-    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def name(self) -> str:
@@ -281,8 +280,7 @@ def _cached_source(ref: ModelRef, cache: Path, notice: str) -> ModelSource | Non
     snapshot, sha = found
     notice = notice.format(repo=ref.repo_id, short=sha[:7])
     log.info("%s", notice)
-    return ModelSource(path=snapshot, ref=ref, weight_files=weight_files(snapshot), revision=sha, notice=notice,
-                       extra={"cached": True})
+    return ModelSource(path=snapshot, ref=ref, weight_files=weight_files(snapshot), revision=sha, notice=notice)
 
 
 def cached_models(cache_dir: Path | None = None) -> list[CachedModel]:
@@ -417,8 +415,7 @@ def _download(ref: ModelRef, token: str | None, progress: ProgressFn | None,
         fetch(name)
     snapshot = _repo_folder(cache, repo_id) / "snapshots" / sha
     _write_ref(_repo_folder(cache, repo_id), rev, sha)
-    return ModelSource(path=snapshot, ref=ref, weight_files=weight_files(snapshot), revision=sha,
-                       extra={"files": tuple(names), "bytes": tracker.total})
+    return ModelSource(path=snapshot, ref=ref, weight_files=weight_files(snapshot), revision=sha)
 
 
 def _unreachable(e: BaseException) -> bool:

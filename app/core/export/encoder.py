@@ -58,7 +58,7 @@ class EncoderBuilder:
                 return key[: -len(new)] + old
         return None
 
-    def tensor(self, key: str, shape: tuple[int, ...], *, transpose: bool = False, row: int | None = None) -> str:
+    def tensor(self, key: str, shape: tuple[int, ...], *, transpose: bool = False) -> str:
         """Register a checkpoint tensor as a lazy initializer, after checking it exists with `shape`."""
         found = self._find(key)
         if found is None:
@@ -66,22 +66,15 @@ class EncoderBuilder:
             return key
         stored = self.ckpt.shape(found)
         expect = shape[::-1] if transpose else shape
-        if row is not None:
-            ok = len(stored) == 2 and stored[0] > row and stored[1:] == tuple(shape)
-        else:
-            ok = stored == expect
-        if not ok:
+        if stored != expect:
             self.problems.append(f"{found} has shape {list(stored)}, expected {list(expect)}")
             return key
         load = self.ckpt.load
         if transpose:
             fetch = lambda: load(found).T  # noqa: E731  (a MatMul takes [in, out]; Linear stores [out, in])
-        elif row is not None:
-            fetch = lambda: load(found)[row]  # noqa: E731
         else:
             fetch = lambda: load(found)  # noqa: E731
-        name = key + (".T" if transpose else "") + (f"[{row}]" if row is not None else "")
-        return self.g.weight(name, shape, fetch)
+        return self.g.weight(key + (".T" if transpose else ""), shape, fetch)
 
     def combined(self, name: str, shape: tuple[int, ...], parts: list[str], build) -> str:
         """A lazy initializer computed from several checkpoint tensors (packed QKV, folded embeddings)."""

@@ -38,12 +38,11 @@ Truncation = Literal["longest_first", "only_first", "only_second"]
 
 @dataclass(frozen=True)
 class EncodedBatch:
-    """Padded model inputs for a batch, plus the `tokenizers` encodings they came from."""
+    """Padded model inputs for a batch."""
 
     input_ids: np.ndarray  # (batch, seq) int64
     attention_mask: np.ndarray  # (batch, seq) int64
     token_type_ids: np.ndarray  # (batch, seq) int64
-    encodings: tuple[Encoding, ...]
 
     def feeds(self, input_names: tuple[str, ...] | list[str]) -> dict[str, np.ndarray]:
         """Only the inputs the ONNX session declares (RoBERTa/DistilBERT graphs have no token_type_ids)."""
@@ -69,7 +68,6 @@ class TextTokenizer:
         self.pad_token_id = pad_token_id
         self.cls_token_id = cls_token_id
         self.source = source  # "tokenizer.json", "vocab.txt" or "vocab.json+merges.txt"
-        self.pad_token = tokenizer.id_to_token(pad_token_id) or ""
         self._lock = threading.Lock()
         tokenizer.no_truncation()
         tokenizer.no_padding()
@@ -80,9 +78,6 @@ class TextTokenizer:
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size(with_added_tokens=True)
-
-    def num_special_tokens(self, pair: bool) -> int:
-        return self.tokenizer.num_special_tokens_to_add(pair)
 
     def encode(self, texts: list[str], pairs: list[str] | None = None, *, truncation: Truncation | None = "longest_first",
                max_length: int | None = None, stride: int = 0) -> list[Encoding]:
@@ -123,7 +118,7 @@ def arrays_from(encodings: list[Encoding], pad_token_id: int) -> EncodedBatch:
     for i, e in enumerate(encodings):
         n = len(e.ids)
         ids[i, :n], mask[i, :n], types[i, :n] = e.ids, e.attention_mask, e.type_ids
-    return EncodedBatch(ids, mask, types, tuple(encodings))
+    return EncodedBatch(ids, mask, types)
 
 
 def model_max_length(spec: ModelSpec, tokenizer_config: dict) -> int:
