@@ -34,8 +34,13 @@ def run_reference(model, feed: dict, input_names) -> dict[str, np.ndarray]:
 
     with torch.no_grad():
         out = model(**{k: torch.tensor(v) for k, v in feed.items() if k in input_names})
-    return {k: v.numpy() for k, v in out.items() if k in ("logits", "start_logits", "end_logits",
-                                                          "last_hidden_state")}
+    out = {k: v.numpy() for k, v in out.items() if k in ("logits", "start_logits", "end_logits",
+                                                         "last_hidden_state")}
+    if "last_hidden_state" in out:  # our graph's names, as Optimum's sentence-transformers export
+        out["token_embeddings"] = hidden = out.pop("last_hidden_state")
+        m = feed["attention_mask"][..., None].astype(np.float32)  # (batch, seq, 1)
+        out["sentence_embedding"] = (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)  # mean pooling
+    return out
 
 
 def max_abs_diff(ours: dict, ref: dict, mask: np.ndarray) -> dict[str, float]:

@@ -451,11 +451,8 @@ def compare(task: str, reference: list[dict], outputs: list[dict], feeds: list[d
             same += [x[0] <= y[1] and y[0] <= x[1] for x, y in zip(spans_a, spans_b)]
             for k in ("start_logits", "end_logits"):
                 cos += [float(_cosine(x[m], y[m])) for x, y, m in zip(ref[k], out[k], mask)]
-        else:  # feature extraction: mean-pooled embeddings
-            w = mask[..., None].astype(np.float32)
-            a = (ref["last_hidden_state"] * w).sum(1) / w.sum(1)
-            b = (out["last_hidden_state"] * w).sum(1) / w.sum(1)
-            c = _cosine(a, b)
+        else:  # feature extraction: the sentence embeddings
+            c = _cosine(ref["sentence_embedding"], out["sentence_embedding"])
             same += list(c >= 0.99)
             cos += list(c)
     return Agreement(float(np.mean(same)), float(np.mean(cos)), len(same))

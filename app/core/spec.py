@@ -76,7 +76,7 @@ class ModelSpec:
     def output_names(self) -> tuple[str, ...]:
         return {"text-classification": ("logits",), "token-classification": ("logits",),
                 "question-answering": ("start_logits", "end_logits"),
-                "feature-extraction": ("last_hidden_state",)}[self.task]
+                "feature-extraction": ("token_embeddings", "sentence_embedding")}[self.task]
 
     @property
     def position_offset(self) -> int:

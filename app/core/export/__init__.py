@@ -71,10 +71,12 @@ def build_graph(source: ModelSource, config: ExportConfig = ExportConfig()):
     """Validate config.json and every tensor; return (spec, graph) ready to save."""
     from app.core.export.checkpoint import Checkpoint
     from app.core.export.encoder import EncoderBuilder
+    from app.core.tasks.embeddings import read_pooling
 
     spec = spec_from_config(load_config(source.path), where=str(source.path / "config.json"))
     ckpt = Checkpoint(source.weight_files)
-    return spec, EncoderBuilder(spec, ckpt, opset=config.opset, fused=config.fused).build()
+    pooling = read_pooling(source.path) if spec.task == "feature-extraction" else None
+    return spec, EncoderBuilder(spec, ckpt, opset=config.opset, fused=config.fused, pooling=pooling).build()
 
 
 def copy_runtime_files(src: Path, dest: Path) -> None:
