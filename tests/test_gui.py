@@ -12,6 +12,7 @@ from PySide6.QtCore import QSettings, Qt, QThread  # noqa: E402
 from PySide6.QtWidgets import QAbstractButton, QApplication, QComboBox, QLineEdit, QPlainTextEdit  # noqa: E402
 
 from app.core.progress import Progress, report  # noqa: E402
+from app.core.tasks import TASKS  # noqa: E402
 
 
 @pytest.fixture
@@ -140,7 +141,7 @@ def test_curated_models_are_listed_and_fill_the_model_box(window):
     from app.gui.choose_page import load_curated
 
     curated = load_curated()
-    assert len(curated) >= 5 and {m["task"] for m in curated} == {"text-classification", "question-answering"}
+    assert len(curated) >= 5 and {m["task"] for m in curated} == set(TASKS)
     table = window.choose.curated_table
     assert table.rowCount() == len(curated)
     table.selectRow(0)

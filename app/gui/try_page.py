@@ -185,6 +185,7 @@ class TryPage(QWidget):
             self.answer_views[key] = (answer, meta, view)
         q_lay.addLayout(answers, 1)
         self.modes.addWidget(qa)
+        self.view_index = {"classification": 1, "qa": 2}  # a task plug-in's `view` → its page in `modes`
         lay.addWidget(self.modes, 1)
 
         window.entry_changed.connect(self.set_entry)
@@ -224,7 +225,9 @@ class TryPage(QWidget):
             self.model_info.setText("")
             return
         self._select_in_combo()
-        self.modes.setCurrentIndex(2 if entry.task == "question-answering" else 1)
+        from app.core.tasks import get_task
+
+        self.modes.setCurrentIndex(self.view_index[get_task(entry.task).view])
         self.model_info.setText("INT8 not kept (accuracy guard): FP32 only" if entry.int8_dir is None else "")
         self._clear_results()
 

@@ -20,7 +20,7 @@ the family for family-specific parts such as `sequence_head`.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from onnx import TensorProto
@@ -28,7 +28,9 @@ from onnx import TensorProto
 from app.core.errors import InvalidModelError
 from app.core.export.checkpoint import Checkpoint
 from app.core.export.graph import Graph
-from app.core.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from app.core.spec import ModelSpec
 
 # Encoder tensor names, relative to the base-model prefix ("bert.", ...).
 BERT_LAYER = dict(layer="encoder.layer.{i}.", q="attention.self.query", k="attention.self.key",
@@ -69,11 +71,10 @@ class EncoderFamily:
         """Where position ids start (RoBERTa: after padding_idx)."""
         return 0
 
-    def __init__(self, spec: ModelSpec, ckpt: Checkpoint, *, opset: int = 17, fused: bool = False, pooling=None):
-        from app.core.tasks.embeddings import Pooling
-
+    def __init__(self, spec: ModelSpec, ckpt: Checkpoint, *, opset: int = 17, fused: bool = False,
+                 head_config=None):
         self.spec, self.ckpt, self.fused = spec, ckpt, fused
-        self.pooling = pooling or Pooling()
+        self.head_config = head_config  # what the task read from the model folder (e.g. the pooling)
         self.g = Graph(spec.architecture, opset, contrib=fused)
         self.problems: list[str] = []
         self.names = self.layer_names
