@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -351,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     except CancelledError as e:
         print(f"Cancelled: {e}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `| head` closed stdout: what it wanted was printed
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("Interrupted; nothing half-written was kept.", file=sys.stderr)
         return 130

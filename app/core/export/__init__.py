@@ -20,7 +20,7 @@ from pathlib import Path
 
 from app import __version__
 from app.core.errors import ExportError, PocketError
-from app.core.hub import TOKENIZER_FILES, ModelSource
+from app.core.hub import POOLING_FILES, TOKENIZER_FILES, ModelSource
 from app.core.progress import ProgressFn, check_cancel, report
 from app.core.spec import ModelSpec, load_config, spec_from_config
 
@@ -80,10 +80,14 @@ def build_graph(source: ModelSource, config: ExportConfig = ExportConfig()):
 
 
 def copy_runtime_files(src: Path, dest: Path) -> None:
-    """config.json and the tokenizer files: what a runner needs beside model.onnx."""
-    for name in ("config.json", *TOKENIZER_FILES):
+    """config.json, the tokenizer files and sentence-transformers' small configs (sentence_bert_config.json holds
+    the window embeddings are truncated at): what a runner needs beside model.onnx."""
+    for name in ("config.json", *TOKENIZER_FILES, *POOLING_FILES):
         if (src / name).is_file():
             shutil.copy2(src / name, dest / name)
+    for config in src.glob("*_Pooling/config.json"):
+        (dest / config.parent.name).mkdir(exist_ok=True)
+        shutil.copy2(config, dest / config.parent.name / "config.json")
 
 
 def write_json_atomic(path: Path, data) -> None:
