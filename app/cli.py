@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -93,22 +94,15 @@ def _entry(model: str, bar, *, threads: int | None = None):
     return entry
 
 
-def _model_folders(model: str, bar, *, threads: int | None = None) -> tuple[Path, Path]:
-    """MODEL → (fp32 folder, int8 folder) of its store entry."""
+def _load_runner_pair(entry, threads: int | None):
+    """A store entry → (FP32 runner, INT8 runner)."""
     from app.core.errors import QuantizationError
-
-    entry = _entry(model, bar, threads=threads)
-    if entry.int8_dir is None:
-        raise QuantizationError(f"{entry.name} has no INT8 model: {entry.summary()} To keep INT8 anyway, run "
-                                f"`python -m app convert {model} --force-int8`.")
-    return entry.fp32_dir, entry.int8_dir
-
-
-def _load_runner_pair(args, bar):
     from app.core.tasks.runner import Runner
 
-    fp32_dir, int8_dir = _model_folders(args.model, bar, threads=args.threads)
-    return Runner.load(fp32_dir, threads=args.threads), Runner.load(int8_dir, threads=args.threads)
+    if entry.int8_dir is None:
+        raise QuantizationError(f"{entry.name} has no INT8 model: {entry.summary()} To keep INT8 anyway, run "
+                                f"`python -m app convert {entry.manifest['source']['ref']} --force-int8`.")
+    return Runner.load(entry.fp32_dir, threads=threads), Runner.load(entry.int8_dir, threads=threads)
 
 
 def _side_by_side(rows: list[tuple[str, str, str]]) -> None:
@@ -119,73 +113,49 @@ def _side_by_side(rows: list[tuple[str, str, str]]) -> None:
 
 def _cmd_predict(args) -> int:
     from app.core.errors import InputError
+    from app.core.tasks import get_task
+    from app.core.tasks.base import PredictRequest
 
-    if (args.text is None) == (args.question is None):
-        raise InputError("Give either --text (classification) or --question with --context (question answering).")
-    if args.question is not None and args.context is None:
-        raise InputError("--question needs --context: the text the answer should come from.")
+    request = PredictRequest(texts=tuple(args.text or ()), text_pair=args.text_pair, question=args.question,
+                             context=args.context, query=args.query, top_k=args.top_k,
+                             max_answer_len=args.max_answer_len, allow_no_answer=args.allow_no_answer,
+                             aggregation=args.aggregation)
+    if not request.texts and request.question is None:
+        raise InputError("Give --text (classification, named entities, embeddings) or --question with --context "
+                         "(question answering).")
     bar = ProgressBar(sys.stderr, enabled=not args.quiet)
     try:
-        fp32, int8 = _load_runner_pair(args, bar)
+        entry = _entry(args.model, bar, threads=args.threads)
+        task = get_task(entry.task)
+        try:
+            task.check(request)
+        except InputError as e:
+            raise InputError(f"{entry.name} is a {task.name} model ({task.title.lower()}). {e}") from e
+        fp32, int8 = _load_runner_pair(entry, args.threads)
     finally:
         bar.close()
-    out = {}
-    for name, runner in (("fp32", fp32), ("int8", int8)):
-        if args.text is not None:
-            [result] = runner.classify([args.text], [args.text_pair] if args.text_pair else None, top_k=args.top_k)
-            out[name] = result
-        else:
-            out[name] = runner.answer(args.question, args.context, top_k=args.top_k or 1,
-                                      max_answer_len=args.max_answer_len,
-                                      handle_impossible_answer=args.allow_no_answer)
-    if args.text is not None:
-        agree = out["fp32"].label == out["int8"].label
-        if args.json:
-            _print_json({"task": "text-classification", "agree": agree,
-                         **{k: v.to_dict() for k, v in out.items()}})
-            return 0
-        rows = [("", "FP32", "INT8"), ("label", f"{out['fp32'].label} ({out['fp32'].score:.4f})",
-                                       f"{out['int8'].label} ({out['int8'].score:.4f})")]
-        for i in range(1, max(len(out["fp32"].scores), len(out["int8"].scores))):
-            cell = [f"{r.scores[i].label} ({r.scores[i].score:.4f})" if i < len(r.scores) else ""
-                    for r in (out["fp32"], out["int8"])]
-            rows.append(("", *cell))
-        rows.append(("latency", f"{out['fp32'].latency_ms:.1f} ms", f"{out['int8'].latency_ms:.1f} ms"))
-        _side_by_side(rows)
-        if out["fp32"].truncated:
-            print(f"(the text was cut to the model's {fp32.tokenizer.max_length} tokens)")
-    else:
-        def best(answers):
-            return answers[0] if answers else None
-        a, b = best(out["fp32"]), best(out["int8"])
-        agree = (a.text if a else None) == (b.text if b else None)
-        if args.json:
-            _print_json({"task": "question-answering", "agree": agree,
-                         **{k: [x.to_dict() for x in v] for k, v in out.items()}})
-            return 0
-        def cell(ans):
-            if ans is None:
-                return "(none)"
-            return f"{'(no answer)' if ans.is_impossible else repr(ans.text)} {ans.score:.4f} [{ans.start}:{ans.end}]"
-        rows = [("", "FP32", "INT8")]
-        for i in range(max(len(out["fp32"]), len(out["int8"]))):
-            rows.append(("answer" if i == 0 else "",
-                         *[cell(v[i]) if i < len(v) else "" for v in (out["fp32"], out["int8"])]))
-        rows.append(("latency", f"{a.latency_ms if a else 0:.1f} ms", f"{b.latency_ms if b else 0:.1f} ms"))
-        _side_by_side(rows)
+    out = {name: task.predict(runner, request) for name, runner in (("fp32", fp32), ("int8", int8))}
+    agree = task.agree(out["fp32"], out["int8"])
+    if args.json:
+        _print_json({"task": task.name, "agree": agree, **{k: task.result_json(v) for k, v in out.items()}})
+        return 0
+    _side_by_side([("", "FP32", "INT8"), *task.result_rows(out["fp32"], out["int8"])])
     print("FP32 and INT8 agree." if agree else "FP32 and INT8 DISAGREE.")
     return 0
 
 
 def _cmd_eval(args) -> int:
-    from app.core.eval import evaluate, load_data
+    from app.core.eval import evaluate
+    from app.core.tasks import get_task
 
-    data = load_data(Path(args.data), format=args.format, text_column=args.text_column,
-                     pair_column=args.pair_column, label_column=args.label_column)
     bar = ProgressBar(sys.stderr, enabled=not args.quiet)
     cancel = threading.Event()
     try:
-        fp32, int8 = _load_runner_pair(args, bar)
+        entry = _entry(args.model, bar, threads=args.threads)
+        task = get_task(entry.task)
+        data = task.load_data(Path(args.data), format=args.format, text_column=args.text_column,
+                              pair_column=args.pair_column, label_column=args.label_column)
+        fp32, int8 = _load_runner_pair(entry, args.threads)
         result = evaluate(fp32, int8, data, limit=args.limit, progress=bar, cancel=cancel)
     finally:
         bar.close()
@@ -193,17 +163,15 @@ def _cmd_eval(args) -> int:
         _print_json(result.to_dict())
         return 0
     print(f"{result.examples} examples from {result.data_path.name} ({result.task})")
-    percent = result.task == "text-classification"
     rows = [("", "FP32", "INT8", "INT8-FP32")]
     for metric in result.fp32.metrics:
-        scale = 100 if percent else 1
+        scale = task.metrics.get(metric, (metric, 1.0))[1]
         a, b = result.fp32.metrics[metric] * scale, result.int8.metrics[metric] * scale
         rows.append((metric, f"{a:.2f}", f"{b:.2f}", f"{b - a:+.2f}"))
     rows.append(("ms/example", f"{result.fp32.mean_latency_ms:.2f}", f"{result.int8.mean_latency_ms:.2f}", ""))
     for name, *cells in rows:
         print(f"{name:<14}" + "".join(f"{c:>12}" for c in cells))
-    what = "label" if percent else "answer"
-    print(f"agreement: {100 * result.agreement:.2f}% same {what} ({result.n_disagreements} disagreements)")
+    print(f"agreement: {100 * result.agreement:.2f}% {task.agreement_words} ({result.n_disagreements} disagreements)")
     if result.labels_matched_by:
         print(f"gold labels matched to the model's labels by {result.labels_matched_by}")
     for d in result.disagreements[: args.show]:
@@ -330,13 +298,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="run FP32 and INT8 side by side on one input")
     p.add_argument("model", help="converted model (a folder with fp32/ and int8/)")
-    p.add_argument("--text", help="text to classify")
+    p.add_argument("--text", action="append", help="a text to classify, tag or embed (repeat it for several)")
     p.add_argument("--text-pair", help="second text, for sentence-pair models (NLI, paraphrase)")
     p.add_argument("--question", help="question to answer from --context")
     p.add_argument("--context", help="text the answer comes from (any length; read in overlapping windows)")
     p.add_argument("--top-k", type=int, default=None, help="labels or answers to show (default: all labels, 1 answer)")
     p.add_argument("--max-answer-len", type=int, default=15, help="longest answer in tokens")
     p.add_argument("--allow-no-answer", action="store_true", help="allow 'no answer' (SQuAD 2.0 models)")
+    p.add_argument("--query", help="embedding models: rank the --text documents by similarity to this query")
+    p.add_argument("--aggregation", choices=["none", "simple", "first", "average", "max"], default="simple",
+                   help="named entities: how sub-word tags are grouped into entities (as transformers' pipeline)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
     p.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
@@ -344,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="measure FP32 and INT8 on a labelled file")
     p.add_argument("model", help="converted model (a folder with fp32/ and int8/)")
-    p.add_argument("--data", required=True, help="GLUE TSV, CSV or JSONL (text[, text_pair], label) or SQuAD JSON")
+    p.add_argument("--data", required=True, help="GLUE TSV, CSV or JSONL (text[, text_pair], label), SQuAD JSON, "
+                                             "CoNLL (word ... TAG), a BEIR folder or an STS TSV")
     p.add_argument("--limit", type=int, default=None, help="only the first N examples")
     p.add_argument("--format", choices=["auto", "tsv", "csv", "jsonl", "squad"], default="auto")
     p.add_argument("--text-column", help="column with the text (default: detected)")
@@ -380,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     except CancelledError as e:
         print(f"Cancelled: {e}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `| head` closed stdout: what it wanted was printed
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("Interrupted; nothing half-written was kept.", file=sys.stderr)
         return 130

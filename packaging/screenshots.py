@@ -19,6 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+EMBEDDER = Path.home() / ".cache" / "pocket-nlp-tests" / "all-MiniLM-L6-v2"  # unpacked by tests/test_embeddings.py
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -136,6 +137,22 @@ def main() -> int:
         w.try_it.answer()
         wait_until(lambda: w.try_it.last_results is not None, 120)
         shoot(w, f"{theme}-3b-try-question-answering")
+        # Named entities and search, with the real checkpoints when they are here
+        for key, model, view in (("ner", SHARED / "models" / "minilm-conll", "entities"),
+                                 ("emb", EMBEDDER, "search")):
+            if not (model / "config.json").is_file():
+                continue
+            if key not in entries:
+                w.choose.model_edit.setText(str(model))
+                w.choose.convert_clicked()
+                wait_until(lambda: not w.convert.running(), 900)
+                entries[key] = w.convert.entry
+            w.set_entry(entries[key])
+            w.show_page("Try it")
+            w.try_it.last_results = None
+            getattr(w.try_it, f"{view}_view").run()
+            wait_until(lambda: w.try_it.last_results is not None, 120)
+            shoot(w, f"{theme}-3c-try-{view}")
 
         # Compare: benchmark (+ evaluation when a labelled file is there)
         w.set_entry(entries["cls"])

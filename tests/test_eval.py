@@ -184,7 +184,7 @@ def test_evaluate_classification(tmp_path, cls_runners):
             "bad acting and a bad plot\t0", "love it\t1", "what a long day\t2"] * 4
     path = write(tmp_path, "d.tsv", "text\tlabel\n" + "\n".join(rows) + "\n")
     seen = []
-    result = evaluate(*cls_runners, load_data(path), limit=20, progress=seen.append, batch_size=8)
+    result = evaluate(*cls_runners, load_data(path), limit=20, progress=seen.append)
     assert result.examples == 20 and result.task == "text-classification"
     assert set(result.fp32.metrics) == {"accuracy", "macro_f1"}
     assert 0 <= result.agreement <= 1 and result.n_disagreements == round((1 - result.agreement) * 20)

@@ -12,6 +12,7 @@ from PySide6.QtCore import QSettings, Qt, QThread  # noqa: E402
 from PySide6.QtWidgets import QAbstractButton, QApplication, QComboBox, QLineEdit, QPlainTextEdit  # noqa: E402
 
 from app.core.progress import Progress, report  # noqa: E402
+from app.core.tasks import TASKS  # noqa: E402
 
 
 @pytest.fixture
@@ -140,7 +141,7 @@ def test_curated_models_are_listed_and_fill_the_model_box(window):
     from app.gui.choose_page import load_curated
 
     curated = load_curated()
-    assert len(curated) >= 5 and {m["task"] for m in curated} == {"text-classification", "question-answering"}
+    assert len(curated) >= 5 and {m["task"] for m in curated} == set(TASKS)
     table = window.choose.curated_table
     assert table.rowCount() == len(curated)
     table.selectRow(0)
@@ -318,3 +319,48 @@ def test_a_stale_store_scan_never_overrides_a_newer_one(window, qtbot):
     assert window.entry is entry
     window._entries_loaded((7, []))
     assert window.entry is None
+
+
+def test_try_it_shows_each_task_in_its_own_view(window):
+    from types import SimpleNamespace
+
+    from app.core.tasks import all_tasks
+
+    page = window.try_it
+    for task in all_tasks():
+        page.set_entry(SimpleNamespace(path=f"/x/{task.name}", name="m", revision=None, task=task.name, int8_dir="/y"))
+        assert page.modes.currentIndex() == page.view_index[task.view], task.name
+
+
+def test_entities_view_marks_what_only_one_model_finds(window):
+    from types import SimpleNamespace
+
+    from app.core.tasks.base import PredictRequest
+
+    text = "Ana Torres works in Lisbon."
+    ana, lisbon = (SimpleNamespace(label="PER", start=0, end=10, score=0.99, word="Ana Torres"),
+                   SimpleNamespace(label="LOC", start=20, end=26, score=0.97, word="Lisbon"))
+    view = window.try_it.entities_view
+    view.show_results(PredictRequest(texts=(text,)), [[ana, lisbon]], [[ana]])
+    assert "differ on 1 entities" in view.status.text()
+    assert view.table.rowCount() == 2 and view.table.item(1, 4).text() == "only FP32"
+    assert "Lisbon" in view.views["fp32"].toPlainText() and "PER" in view.views["int8"].toPlainText()
+    view.show_results(PredictRequest(texts=(text,)), [[ana]], [[ana]])
+    assert "same 1 entities" in view.status.text()
+
+
+def test_search_view_shows_both_rankings_and_where_they_differ(window):
+    from types import SimpleNamespace
+
+    from app.core.tasks.base import PredictRequest
+
+    docs = ("plants and sunlight", "a river", "a tower")
+
+    def result(order, ms):
+        hits = tuple(SimpleNamespace(index=i, score=1 - 0.1 * r, text=docs[i]) for r, i in enumerate(order))
+        return SimpleNamespace(hits=hits, latency_ms=ms)
+
+    view = window.try_it.search_view
+    view.show_results(PredictRequest(texts=docs, query="energy"), result([0, 1, 2], 2.0), result([0, 2, 1], 1.0))
+    assert view.tables["int8"].item(1, 0).text() == "2 (FP32 #3)" and view.tables["fp32"].item(0, 2).text() == docs[0]
+    assert view.status.text().startswith("Same best match")

@@ -58,7 +58,7 @@ def test_built_in_calibration_is_thinned_for_large_models(bert_entry):
     thinned = build_calibration(bert_entry.fp32_dir, large)
     assert 80 < len(thinned.feeds) < 200 and thinned.description.startswith("built-in, ") and " of 394 " in \
         thinned.description
-    own = build_calibration(bert_entry.fp32_dir, large, texts=["a text"] * 1000)  # a user's file: whole
+    own = build_calibration(bert_entry.fp32_dir, large, examples=["a text"] * 1000)  # a user's file: whole
     assert len(own.feeds) == 1000
 
 
@@ -83,7 +83,7 @@ def test_int8_answers_like_fp32_on_tiny_models(tiny_models, tmp_path):
         spec = load_spec(entry.fp32_dir)
         cal = build_calibration(entry.fp32_dir, spec)
         collect(entry.fp32_dir / "model.onnx", cal)
-        agreement = validate(entry.int8_dir / "model.onnx", cal, task=spec.task)
+        agreement = validate(entry.int8_dir / "model.onnx", cal, spec=spec)
         assert agreement.cosine > 0.95, (family, head, agreement)
 
 
@@ -116,7 +116,7 @@ def test_outlier_scaling_split_and_row_embeddings_are_exact_before_quantization(
     model = onnx.load(entry.fp32_dir / "model.onnx")
     _rewrite(model, QuantizeConfig(split_outliers=False), cal)  # int8 embedding rows, one scale per row
     onnx.save(model, tmp_path / "embeddings.onnx")
-    assert validate(tmp_path / "embeddings.onnx", cal, task=spec.task).cosine > 0.999
+    assert validate(tmp_path / "embeddings.onnx", cal, spec=spec).cosine > 0.999
 
 
 def test_outlier_channels():
@@ -128,21 +128,27 @@ def test_outlier_channels():
     assert outlier_channels(peak, ratio=50.0, limit=8) == []
 
 
+def _spec(task: str):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(task=task, multi_label=False, labels=())
+
+
 def test_compare_counts_label_and_span_flips():
     feeds = [{"attention_mask": np.ones((2, 4), np.int64)}]
     ref = [{"logits": np.array([[2.0, -1.0], [0.1, 0.0]])}]
     out = [{"logits": np.array([[1.9, -1.1], [0.0, 0.1]])}]
-    a = compare("text-classification", ref, out, feeds)
+    a = compare(_spec("text-classification"), ref, out, feeds)
     assert a.agreement == 0.5 and a.examples == 2
     start = np.array([[0.0, 5.0, 0.0, 0.0]])
     end = np.array([[0.0, 0.0, 5.0, 0.0]])
     qa_feeds = [{"attention_mask": np.ones((1, 4), np.int64)}]
-    same = compare("question-answering", [{"start_logits": start, "end_logits": end}],
+    same = compare(_spec("question-answering"), [{"start_logits": start, "end_logits": end}],
                    [{"start_logits": start + 0.01, "end_logits": end}], qa_feeds)
     elsewhere = np.array([[0.0, 0.0, 0.0, 9.0]])
-    shorter = compare("question-answering", [{"start_logits": start, "end_logits": end}],
+    shorter = compare(_spec("question-answering"), [{"start_logits": start, "end_logits": end}],
                       [{"start_logits": start, "end_logits": end[:, ::-1]}], qa_feeds)  # span (1, 1) inside (1, 2)
-    moved = compare("question-answering", [{"start_logits": start, "end_logits": end}],
+    moved = compare(_spec("question-answering"), [{"start_logits": start, "end_logits": end}],
                     [{"start_logits": elsewhere, "end_logits": elsewhere}], qa_feeds)  # span (3, 3)
     assert same.agreement == 1.0 and shorter.agreement == 1.0 and moved.agreement == 0.0
 
@@ -257,8 +263,8 @@ def test_real_sst2_guard_keeps_99_5_percent_agreement(tmp_path):
     with open(data, encoding="utf-8") as f:
         texts = [row["sentence"] for row in csv.DictReader(f, delimiter="\t")]
     spec = load_spec(entry.fp32_dir)
-    cal = build_calibration(entry.fp32_dir, spec, texts=texts)
+    cal = build_calibration(entry.fp32_dir, spec, examples=texts)
     collect(entry.fp32_dir / "model.onnx", cal, sample_tokens=16)
-    agreement = validate(entry.int8_dir / "model.onnx", cal, task=spec.task)
+    agreement = validate(entry.int8_dir / "model.onnx", cal, spec=spec)
     assert agreement.agreement >= 0.995, agreement
     assert entry.manifest["files"]["int8_bytes"] <= 0.27 * entry.manifest["files"]["fp32_bytes"]

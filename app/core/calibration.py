@@ -6,6 +6,8 @@ the data); users with their own data pass it instead (`--calibration FILE`).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 SENTENCES = (
     "I loved every minute of this film, and the ending made me cry.",
     "The service was slow and the food arrived cold.",
@@ -177,35 +179,24 @@ def _thin(feeds: list, budget: int) -> list:
     return [feeds[i * len(feeds) // keep] for i in range(keep)]
 
 
-def build_calibration(folder, spec, *, texts: list[str] | None = None, pairs: list[str] | None = None,
-                      qa: list[tuple[str, str]] | None = None, description: str = ""):
-    """Calibration feeds for the model in `folder`, one example each (built-in data unless texts/qa are given).
+def build_calibration(folder, spec, *, file: Path | None = None, examples: list | None = None,
+                      description: str = ""):
+    """Calibration feeds for the model in `folder`, one example each: the task's built-in examples, the user's
+    `file`, or `examples` as the task takes them (texts, (text, pair) or (question, context) tuples).
 
     One example per feed, as the app runs INT8: dynamic INT8 takes one activation range per call.
     """
     from app.core.quantize import Calibration
+    from app.core.tasks import get_task
     from app.core.tasks.tokenizer import load_tokenizer
 
-    built_in = not (texts or qa)
+    task = get_task(spec.task)
+    built_in = file is None and examples is None
+    if examples is None:
+        examples, description = task.calibration_examples(file)
     tokenizer = load_tokenizer(folder, spec)
-    max_length = min(MAX_TOKENS, tokenizer.max_length)
-    if spec.task == "question-answering":
-        # Each question against its own context, alone and followed by every other context: the answer is
-        # still there, among more distractors, as in multi-paragraph documents.
-        qa = qa or [(q, c if other is None else f"{c} {other}") for c, questions in QA_EXAMPLES for q in questions
-                    for other in (None, *(o for o, _ in QA_EXAMPLES if o != c))]
-        firsts, seconds = [q for q, _ in qa], [c for _, c in qa]
-        truncation = "only_second"
-        description = description or f"built-in, {len(qa)} questions"
-    else:
-        firsts, seconds = list(texts or with_fragments(SENTENCES)), pairs
-        truncation = "longest_first"
-        description = description or f"built-in, {len(firsts)} texts and phrases"
-    feeds = []
-    for i, first in enumerate(firsts):
-        batch, _ = tokenizer.batch([first], [seconds[i]] if seconds else None, truncation=truncation,
-                                   max_length=max_length)
-        feeds.append(batch.feeds(spec.input_names))
+    feeds = task.calibration_feeds(tokenizer, spec, examples, min(MAX_TOKENS, tokenizer.max_length))
+    description = description or f"{len(feeds)} examples"
     if built_in:
         kept = _thin(feeds, token_budget(spec))
         if len(kept) < len(feeds):

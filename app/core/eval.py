@@ -455,21 +455,22 @@ def _check_runners(fp32, int8, data) -> None:
                          f"{int8.spec.labels}); they must be two versions of the same model.")
 
 
-def evaluate(fp32_runner, int8_runner, data: ClassificationData | SquadData, *, limit: int | None = None,
-             progress: ProgressFn | None = None, cancel: threading.Event | None = None,
-             batch_size: int = 1) -> EvalResult:
+def evaluate(fp32_runner, int8_runner, data, *, limit: int | None = None, progress: ProgressFn | None = None,
+             cancel: threading.Event | None = None) -> EvalResult:
     """Run both models over `data` (the first `limit` examples) and compare them with the gold labels and each
-    other. Every label is checked before any model runs."""
+    other, as the data's task measures it. Every label is checked before any model runs."""
+    from app.core.tasks import get_task
+
     if limit is not None and limit < 1:
         raise ValueError(f"limit: must be at least 1 (got {limit})")
     _check_runners(fp32_runner, int8_runner, data)
+    return get_task(data.task).evaluate(fp32_runner, int8_runner, data, limit=limit, progress=progress, cancel=cancel)
+
+
+def evaluate_classification(fp32, int8, data: ClassificationData, *, limit=None, progress=None, cancel=None,
+                            batch_size: int = 1) -> EvalResult:
+    """Accuracy and macro-F1 of both models; agreement = the same top label."""
     examples = data.examples[:limit] if limit else data.examples
-    if isinstance(data, SquadData):
-        return _evaluate_qa(fp32_runner, int8_runner, data, examples, progress, cancel)
-    return _evaluate_classification(fp32_runner, int8_runner, data, examples, progress, cancel, batch_size)
-
-
-def _evaluate_classification(fp32, int8, data, examples, progress, cancel, batch_size) -> EvalResult:
     labels = fp32.spec.labels
     resolved = [resolve_label(e.label, labels, f"{data.path}, {e.where}, field {data.label_column!r}")
                 for e in examples]
@@ -512,7 +513,9 @@ def _evaluate_classification(fp32, int8, data, examples, progress, cancel, batch
                       n_disagreements=len(disagreements), labels_matched_by=" and ".join(how))
 
 
-def _evaluate_qa(fp32, int8, data: SquadData, examples, progress, cancel) -> EvalResult:
+def evaluate_qa(fp32, int8, data: SquadData, *, limit=None, progress=None, cancel=None) -> EvalResult:
+    """SQuAD exact match and F1 of both models; agreement = the same best answer text."""
+    examples = data.examples[:limit] if limit else data.examples
     total = len(examples)
     impossible = data.has_impossible
     sums = {"fp32": [0.0, 0.0], "int8": [0.0, 0.0]}

@@ -527,14 +527,13 @@ def _reason(e: BaseException) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # Search (the GUI's "Choose a model" page)
 
-SEARCH_TASKS = ("text-classification", "question-answering")
 
 
 @dataclass(frozen=True)
 class HubModel:
     """One search hit, with whether Pocket NLP can convert it and, if not, why (in plain words)."""
     repo_id: str
-    task: str  # the Hub's pipeline tag
+    task: str  # the task searched for (a key of app.core.tasks.TASKS)
     downloads: int = 0
     likes: int = 0
     convertible: bool = False
@@ -562,9 +561,12 @@ def _convertibility(info) -> tuple[bool, str, str]:
 
 def search_models(query: str, task: str = "text-classification", limit: int = 30, *,
                   token: str | None = None) -> list[HubModel]:
-    """Hub models matching `query` for a task, most downloaded first (network; call it off the GUI thread)."""
-    if task not in SEARCH_TASKS:
-        raise ValueError(f"task: must be one of {', '.join(SEARCH_TASKS)} (got {task!r})")
+    """Hub models matching `query` for a task (a key of app.core.tasks.TASKS), most downloaded first (network;
+    call it off the GUI thread)."""
+    from app.core.tasks import TASKS, get_task
+
+    if task not in TASKS:
+        raise ValueError(f"task: must be one of {', '.join(TASKS)} (got {task!r})")
     if limit < 1:
         raise ValueError(f"limit: must be at least 1 (got {limit})")
     if hub_offline():
@@ -575,7 +577,7 @@ def search_models(query: str, task: str = "text-classification", limit: int = 30
     ref = ModelRef(text=query or "search", repo_id=query or "search")
     try:
         infos = list(HfApi(endpoint=_hub_endpoint(), token=token).list_models(
-            search=query.strip() or None, pipeline_tag=task, sort="downloads", limit=limit,
+            search=query.strip() or None, pipeline_tag=get_task(task).hub_tags[0], sort="downloads", limit=limit,
             expand=["downloads", "likes", "pipeline_tag", "tags", "config", "gated"]))
     except Exception as e:  # noqa: BLE001 - translated at this boundary
         if _unreachable(e):
@@ -588,7 +590,7 @@ def search_models(query: str, task: str = "text-classification", limit: int = 30
     hits = []
     for info in infos:
         ok, reason, arch = _convertibility(info)
-        hits.append(HubModel(repo_id=info.id, task=getattr(info, "pipeline_tag", None) or task,
+        hits.append(HubModel(repo_id=info.id, task=task,
                              downloads=int(getattr(info, "downloads", 0) or 0), likes=int(getattr(info, "likes", 0) or 0),
                              convertible=ok, reason=reason, architecture=arch))
     return hits

@@ -404,63 +404,17 @@ def sensitivity(model, calibration: Calibration, config: QuantizeConfig) -> list
 
 # --- comparing INT8 with FP32 --------------------------------------------------------------------------------
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
+def compare(spec, reference: list[dict], outputs: list[dict], feeds: list[dict]) -> Agreement:
+    """Agreement and mean cosine between INT8 outputs and the FP32 reference, as the model's task measures them."""
+    from app.core.tasks import get_task
 
-
-def _scores(logits: np.ndarray, multi_label: bool = False) -> np.ndarray:
-    """What users see: softmax (or sigmoid) scores. Cosine on raw logits is meaningless when logits are near 0."""
-    if multi_label:
-        return 1 / (1 + np.exp(-logits))
-    e = np.exp(logits - logits.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
-def _best_spans(start: np.ndarray, end: np.ndarray, mask: np.ndarray, max_len: int = 15) -> list[tuple[int, int]]:
-    """The highest-scoring (start, end) with start <= end < start + max_len over real tokens, per example."""
-    seq = start.shape[-1]
-    offset = np.arange(seq)[None, :] - np.arange(seq)[:, None]  # (start, end): end - start
-    allowed = (offset >= 0) & (offset < max_len)
-    spans = []
-    for s, e, m in zip(start, end, mask.astype(bool)):
-        scores = np.where(m, s, -np.inf)[:, None] + np.where(m, e, -np.inf)[None, :]  # (start, end)
-        i, j = np.unravel_index(np.argmax(np.where(allowed, scores, -np.inf)), scores.shape)
-        spans.append((int(i), int(j)))
-    return spans
-
-
-def compare(task: str, reference: list[dict], outputs: list[dict], feeds: list[dict], *,
-            multi_label: bool = False) -> Agreement:
-    """Agreement and mean cosine between INT8 outputs and the FP32 reference, per example."""
-    same, cos = [], []
-    for ref, out, feed in zip(reference, outputs, feeds):
-        mask = feed["attention_mask"].astype(bool)
-        if task == "text-classification":
-            a, b = ref["logits"], out["logits"]
-            same += list(((a > 0) == (b > 0)).all(-1) if multi_label else a.argmax(-1) == b.argmax(-1))
-            cos += list(_cosine(_scores(a, multi_label), _scores(b, multi_label)))
-        elif task == "token-classification":
-            a, b = ref["logits"], out["logits"]
-            same += list(((a.argmax(-1) == b.argmax(-1)) | ~mask).all(-1))
-            cos += [float(_cosine(_scores(x[m]), _scores(y[m])).mean()) for x, y, m in zip(a, b, mask)]
-        elif task == "question-answering":
-            spans_a = _best_spans(ref["start_logits"], ref["end_logits"], mask)
-            spans_b = _best_spans(out["start_logits"], out["end_logits"], mask)
-            # The same answer = overlapping spans: "Santa Clara" vs "Santa Clara, California" is one answer;
-            # exact span equality flips on near-ties that change no one's reading (SQuAD F1 moved 0.1 point).
-            same += [x[0] <= y[1] and y[0] <= x[1] for x, y in zip(spans_a, spans_b)]
-            for k in ("start_logits", "end_logits"):
-                cos += [float(_cosine(x[m], y[m])) for x, y, m in zip(ref[k], out[k], mask)]
-        else:  # feature extraction: the sentence embeddings
-            c = _cosine(ref["sentence_embedding"], out["sentence_embedding"])
-            same += list(c >= 0.99)
-            cos += list(c)
+    same, cos = get_task(spec.task).agreement(spec, reference, outputs, feeds)
     return Agreement(float(np.mean(same)), float(np.mean(cos)), len(same))
 
 
 # --- the guard -----------------------------------------------------------------------------------------------
 
-def validate(int8_model: Path | bytes, calibration: Calibration, *, task: str, multi_label: bool = False,
+def validate(int8_model: Path | bytes, calibration: Calibration, *, spec,
              target: GuardTarget | None = None, threads: int | None = None,
              cancel: threading.Event | None = None, chunk: int = 32) -> Agreement:
     """Compare the INT8 model with the FP32 reference on the calibration set.
@@ -468,18 +422,21 @@ def validate(int8_model: Path | bytes, calibration: Calibration, *, task: str, m
     With a target, stops as soon as more examples disagree than the target allows: a failing setting
     costs a fraction of a full pass (the agreement then covers the examples run so far).
     """
+    from app.core.tasks import get_task
     from app.core.tasks.runner import new_session
 
     session = new_session(int8_model if isinstance(int8_model, bytes) else str(int8_model), threads)
     names = [o.name for o in session.get_outputs()]
+    if get_task(spec.task).whole_set_agreement:  # e.g. nearest neighbours among all the examples
+        chunk, target = len(calibration.feeds), None
     total = sum(len(f["attention_mask"]) for f in calibration.feeds)
     allowed = None if target is None else (1 - target.min_agreement) * total
     same = cosine = examples = 0.0
     for lo in range(0, len(calibration.feeds), chunk):
         check_cancel(cancel)
         feeds = calibration.feeds[lo:lo + chunk]
-        part = compare(task, calibration.reference[lo:lo + chunk], [dict(zip(names, session.run(None, f)))
-                                                                     for f in feeds], feeds, multi_label=multi_label)
+        part = compare(spec, calibration.reference[lo:lo + chunk],
+                       [dict(zip(names, session.run(None, f))) for f in feeds], feeds)
         same, cosine = same + part.agreement * part.examples, cosine + part.cosine * part.examples
         examples += part.examples
         if allowed is not None and examples - same > allowed + 1e-9:
@@ -562,8 +519,8 @@ def _quantize_matmuls(model, config: QuantizeConfig, skip: set[str]) -> None:
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
 
 
-def quantize_model(fp32_path: Path, out_path: Path, calibration: Calibration, *, task: str,
-                   multi_label: bool = False, target: GuardTarget = GuardTarget(),
+def quantize_model(fp32_path: Path, out_path: Path, calibration: Calibration, *, spec,
+                   target: GuardTarget = GuardTarget(),
                    force: QuantizeConfig | None = None, threads: int | None = None,
                    progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> QuantizeResult:
     """Quantize `fp32_path` to `out_path` with the fastest setting that meets `target` on the calibration set.
@@ -596,8 +553,8 @@ def quantize_model(fp32_path: Path, out_path: Path, calibration: Calibration, *,
             int8 = model.SerializeToString()
             del model
             report(progress, "validate", step, steps, f"comparing with FP32: {config.describe()}")
-            agreement = validate(int8, calibration, task=task, multi_label=multi_label,
-                                 target=None if force else target, threads=threads, cancel=cancel)
+            agreement = validate(int8, calibration, spec=spec, target=None if force else target, threads=threads,
+                                 cancel=cancel)
             candidates.append(Candidate(config, agreement, agreement.meets(target), time.perf_counter() - start,
                                         treated))
             log.info("candidate %s: agreement %.4f cosine %.5f", config.describe(), agreement.agreement,

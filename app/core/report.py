@@ -25,7 +25,14 @@ INT8_COLOR = "#e07b39"
 BENCH_METRICS = (("file_bytes", "File size", "MB", True), ("load_ms", "Load time", "ms", True),
                  ("memory_bytes", "Memory", "MB", True), ("p50_ms", "Latency p50", "ms", True),
                  ("p95_ms", "Latency p95", "ms", True), ("throughput", "Throughput", "examples/s", False))
-EVAL_METRICS = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "exact_match": "Exact match", "f1": "F1"}
+
+
+def _task_metrics(evaluation: dict) -> dict[str, tuple[str, float]]:
+    """The evaluated task's metrics: key → (display name, factor to % or points)."""
+    from app.core.tasks import TASKS, get_task
+
+    task = evaluation.get("task")
+    return get_task(task).metrics if task in TASKS else {}
 
 
 # --- numbers ---------------------------------------------------------------------------------------------------
@@ -95,12 +102,11 @@ def comparison_rows(bench: dict | None, evaluation: dict | None = None) -> list[
                          "int8": agreement * 100, "ratio": f"{agreement:.1%} of {evaluation.get('examples', '?')}"})
         m32 = ((evaluation.get("fp32") or {}).get("metrics")) or {}
         m8 = ((evaluation.get("int8") or {}).get("metrics")) or {}
-        for key, name in EVAL_METRICS.items():
+        for key, (name, scale) in _task_metrics(evaluation).items():
             v32, v8 = _num(m32.get(key)), _num(m8.get(key))
             if v32 is None and v8 is None:
                 continue
-            if key in ("accuracy", "macro_f1"):  # 0..1 → %; SQuAD metrics are already 0..100
-                v32, v8 = (v * 100 if v is not None else None for v in (v32, v8))
+            v32, v8 = (v * scale if v is not None else None for v in (v32, v8))  # in % or points
             rows.append({"metric": name, "key": key, "unit": "%", "fp32": v32, "int8": v8,
                          "ratio": ratio_words(v32, v8, lower_is_better=False, unit="%")})
     return rows

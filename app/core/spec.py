@@ -9,47 +9,28 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
 from app.core.errors import InvalidModelError, UnsupportedModelError
 
-Task = Literal["text-classification", "question-answering", "token-classification", "feature-extraction"]
-Family = Literal["bert", "distilbert", "roberta", "electra"]
-
-# model_type in config.json → the encoder family whose graph we build.
-FAMILIES: dict[str, Family] = {
-    "bert": "bert",
-    "distilbert": "distilbert",
-    "roberta": "roberta",
-    "xlm-roberta": "roberta",
-    "camembert": "roberta",
-    "electra": "electra",
-}
-# Class-name suffix in config.json "architectures" → task.
-HEADS: dict[str, Task] = {
-    "ForSequenceClassification": "text-classification",
-    "ForQuestionAnswering": "question-answering",
-    "ForTokenClassification": "token-classification",
-    "Model": "feature-extraction",
-    # Pre-training checkpoints carry the full encoder; we export it without its pre-training head.
-    "ForMaskedLM": "feature-extraction",
-    "ForPreTraining": "feature-extraction",
-}
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu")
 
 
 def supported_architectures() -> list[str]:
-    prefixes = {"bert": "Bert", "distilbert": "DistilBert", "roberta": "Roberta", "xlm-roberta": "XLMRoberta",
-                "camembert": "Camembert", "electra": "Electra"}
-    return [prefixes[t] + h for t in FAMILIES for h in HEADS if h not in ("ForMaskedLM", "ForPreTraining")]
+    """Every transformers class name Pocket NLP converts: each family's prefixes × each task's heads."""
+    from app.core.export.families import FAMILIES
+    from app.core.tasks import all_tasks
+
+    heads = [h for t in all_tasks() for h in t.architecture_suffixes if h not in t.pretraining_suffixes]
+    return [prefix + h for family in dict.fromkeys(FAMILIES.values())
+            for prefix in family.class_prefixes.values() for h in heads]
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     model_type: str  # as config.json says: "bert", "xlm-roberta", ...
-    family: Family
+    family: str  # the family module that builds it: "bert", "roberta", ...
     architecture: str  # e.g. "BertForSequenceClassification"
-    task: Task
+    task: str  # a key of app.core.tasks.TASKS
     labels: tuple[str, ...]  # id order; empty for feature extraction and QA
     multi_label: bool  # sigmoid per label instead of softmax
     vocab_size: int
@@ -66,22 +47,27 @@ class ModelSpec:
     head_activation: str  # activation inside the classification head ("tanh", "gelu", "relu", "none")
 
     @property
+    def family_class(self):
+        from app.core.export.families import family_of
+
+        return family_of(self.model_type)
+
+    @property
     def input_names(self) -> tuple[str, ...]:
         """ONNX inputs, as Optimum names them; token types only where they carry information."""
-        if self.family == "distilbert" or self.family == "roberta":
-            return ("input_ids", "attention_mask")
-        return ("input_ids", "attention_mask", "token_type_ids")
+        if self.family_class.uses_token_types:
+            return ("input_ids", "attention_mask", "token_type_ids")
+        return ("input_ids", "attention_mask")
 
     @property
     def output_names(self) -> tuple[str, ...]:
-        return {"text-classification": ("logits",), "token-classification": ("logits",),
-                "question-answering": ("start_logits", "end_logits"),
-                "feature-extraction": ("token_embeddings", "sentence_embedding")}[self.task]
+        from app.core.tasks import get_task
+
+        return get_task(self.task).output_names
 
     @property
     def position_offset(self) -> int:
-        """RoBERTa-family positions start after padding_idx and skip pads."""
-        return self.pad_token_id + 1 if self.family == "roberta" else 0
+        return self.family_class.position_offset(self.pad_token_id)
 
     @property
     def max_sequence_length(self) -> int:
@@ -89,13 +75,6 @@ class ModelSpec:
 
     def to_dict(self) -> dict:
         return asdict(self) | {"input_names": list(self.input_names), "output_names": list(self.output_names)}
-
-
-def _head_of(architecture: str) -> Task | None:
-    for suffix, task in sorted(HEADS.items(), key=lambda kv: -len(kv[0])):
-        if architecture.endswith(suffix):
-            return task
-    return None
 
 
 def load_config(folder: Path) -> dict:
@@ -113,6 +92,9 @@ def load_config(folder: Path) -> dict:
 
 
 def spec_from_config(config: dict, *, where: str = "config.json") -> ModelSpec:
+    from app.core.export.families import FAMILIES
+    from app.core.tasks import get_task, task_of_architecture
+
     model_type = config.get("model_type")
     architectures = config.get("architectures") or []
     architecture = architectures[0] if architectures else ""
@@ -122,7 +104,7 @@ def spec_from_config(config: dict, *, where: str = "config.json") -> ModelSpec:
             f"{where}: model type {model_type!r} ({architecture or 'no architecture given'}) is not supported. "
             f"Pocket NLP converts: {supported}.")
     family = FAMILIES[model_type]
-    task = _head_of(architecture) if architecture else "feature-extraction"
+    task = task_of_architecture(architecture) if architecture else "feature-extraction"
     if task is None:
         raise UnsupportedModelError(
             f"{where}: architecture {architecture!r} is not supported. Pocket NLP converts: {supported}.")
@@ -137,23 +119,11 @@ def spec_from_config(config: dict, *, where: str = "config.json") -> ModelSpec:
                                 "Re-download the model or fix its config.json.")
 
     try:
-        if family == "distilbert":
-            hidden = int(need("dim", "hidden_size"))
-            dims = dict(hidden_size=hidden, embedding_size=hidden, num_layers=int(need("n_layers")),
-                        num_heads=int(need("n_heads")), intermediate_size=int(need("hidden_dim")),
-                        type_vocab_size=0, layer_norm_eps=1e-12, hidden_act=str(need("activation", default="gelu")))
-        else:
-            hidden = int(need("hidden_size"))
-            dims = dict(hidden_size=hidden, embedding_size=int(config.get("embedding_size") or hidden),
-                        num_layers=int(need("num_hidden_layers")), num_heads=int(need("num_attention_heads")),
-                        intermediate_size=int(need("intermediate_size")),
-                        type_vocab_size=int(config.get("type_vocab_size", 2)),
-                        layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)),
-                        hidden_act=str(config.get("hidden_act", "gelu")))
+        dims = family.read_dims(config, need)
         vocab_size = int(need("vocab_size"))
         max_positions = int(need("max_position_embeddings", default=512))
         pad_token_id = int(config.get("pad_token_id") if config.get("pad_token_id") is not None
-                           else (1 if family == "roberta" else 0))
+                           else family.default_pad_token_id)
     except (TypeError, ValueError) as e:
         raise InvalidModelError(f"{where} has a dimension that is not a number ({e}).") from e
     if dims["hidden_act"] not in SUPPORTED_ACTIVATIONS:
@@ -165,7 +135,7 @@ def spec_from_config(config: dict, *, where: str = "config.json") -> ModelSpec:
 
     labels: tuple[str, ...] = ()
     multi_label = False
-    if task in ("text-classification", "token-classification"):
+    if get_task(task).has_labels:
         id2label = config.get("id2label") or {}
         num_labels = int(config.get("num_labels") or len(id2label) or 2)
         try:
@@ -175,11 +145,10 @@ def spec_from_config(config: dict, *, where: str = "config.json") -> ModelSpec:
         labels = tuple(by_id.get(i, f"LABEL_{i}") for i in range(max(num_labels, len(by_id))))
         multi_label = config.get("problem_type") == "multi_label_classification"
 
-    head_activation = {"bert": "tanh", "roberta": "tanh", "electra": "gelu", "distilbert": "relu"}[family]
-    return ModelSpec(model_type=model_type, family=family, architecture=architecture or "base model", task=task,
-                     labels=labels, multi_label=multi_label, vocab_size=vocab_size,
-                     max_position_embeddings=max_positions, pad_token_id=pad_token_id,
-                     head_activation=head_activation, **dims)
+    return ModelSpec(model_type=model_type, family=family.__module__.rsplit(".", 1)[-1],
+                     architecture=architecture or "base model", task=task, labels=labels, multi_label=multi_label,
+                     vocab_size=vocab_size, max_position_embeddings=max_positions, pad_token_id=pad_token_id,
+                     head_activation=family.head_activation, **dims)
 
 
 def load_spec(folder: Path) -> ModelSpec:

@@ -190,36 +190,10 @@ def _alive(pid: int) -> bool:
     return psutil.pid_exists(pid)
 
 
-def _calibration(fp32_dir: Path, spec, config: ConvertConfig):
-    from app.core.calibration import build_calibration
-
-    if config.calibration_file is None:
-        return build_calibration(fp32_dir, spec)
-    from app.core.errors import InputError
-    from app.core.eval import ClassificationData, load_data
-
-    name = Path(config.calibration_file).name
-    if Path(config.calibration_file).suffix == ".txt":  # one text per line
-        try:
-            lines = Path(config.calibration_file).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise InputError(f"{config.calibration_file}: cannot read it as UTF-8 text ({e}).") from e
-        texts = [t.strip() for t in lines if t.strip()]
-        if not texts:
-            raise InputError(f"{config.calibration_file}: no texts (one text per line).")
-        return build_calibration(fp32_dir, spec, texts=texts, description=f"{name}, {len(texts)} texts")
-    data = load_data(config.calibration_file)
-    if isinstance(data, ClassificationData):
-        texts = [e.text for e in data.examples]
-        pairs = [e.text_pair or "" for e in data.examples] if any(e.text_pair for e in data.examples) else None
-        return build_calibration(fp32_dir, spec, texts=texts, pairs=pairs, description=f"{name}, {len(texts)} texts")
-    qa = [(e.question, e.context) for e in data.examples]
-    return build_calibration(fp32_dir, spec, qa=qa, description=f"{name}, {len(qa)} questions")
-
-
 def convert(ref: str | ModelRef, config: ConvertConfig = ConvertConfig(), *, progress: ProgressFn | None = None,
             cancel: threading.Event | None = None, token: str | None = None, root: Path | None = None) -> StoreEntry:
     """Download → export (fused FP32) → quantize with the accuracy guard → validate; returns the store entry."""
+    from app.core.calibration import build_calibration
     from app.core.export import ExportConfig, copy_runtime_files, export_model, write_json_atomic
     from app.core.quantize import quantize_model
 
@@ -253,10 +227,10 @@ def convert(ref: str | ModelRef, config: ConvertConfig = ConvertConfig(), *, pro
                 check_cancel(cancel)
                 spec = exported.spec
                 t = time.perf_counter()
-                calibration = _calibration(tmp / "fp32", spec, config)
+                calibration = build_calibration(tmp / "fp32", spec, file=config.calibration_file)
                 (tmp / "int8").mkdir()
                 result = quantize_model(tmp / "fp32" / "model.onnx", tmp / "int8" / "model.onnx", calibration,
-                                        task=spec.task, multi_label=spec.multi_label, target=config.target,
+                                        spec=spec, target=config.target,
                                         force=config.force, threads=config.threads, progress=progress, cancel=cancel)
                 timings["quantize_s"] = round(time.perf_counter() - t, 2)
                 if result.chosen is None:

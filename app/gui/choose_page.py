@@ -16,7 +16,13 @@ from app.gui.worker import start_task
 log = logging.getLogger(__name__)
 
 CURATED = Path(__file__).resolve().parents[2] / "models" / "curated.json"
-TASK_WORDS = {"text-classification": "Text classification", "question-answering": "Question answering"}
+
+
+def task_title(name: str) -> str:
+    """'token-classification' → 'Named entities', as the task plug-in says it."""
+    from app.core.tasks import TASKS, get_task
+
+    return get_task(name).title if name in TASKS else name
 
 
 def load_curated(path: Path = CURATED) -> list[dict]:
@@ -41,8 +47,8 @@ class ChoosePage(QWidget):
         self.search_task = None
         self.hits: list = []
         lay = widgets.page_layout(
-            self, "Choose a model", "Pick a Hugging Face model for text classification or question answering. "
-            "Pocket NLP converts it to run without PyTorch and makes a smaller INT8 copy you can compare.")
+            self, "Choose a model", "Pick a Hugging Face model for text classification, question answering, named "
+            "entities or sentence similarity and search. Pocket NLP converts it to run without PyTorch and makes a smaller INT8 copy you can compare.")
         self.banner = widgets.Banner()
         self.banner.hide()
         lay.addWidget(self.banner)
@@ -87,7 +93,7 @@ class ChoosePage(QWidget):
             title = _item(m.get("title", m["id"]), m["id"])
             title.setToolTip(m["id"])
             self.curated_table.setItem(r, 0, title)
-            self.curated_table.setItem(r, 1, _item(TASK_WORDS.get(m.get("task", ""), m.get("task", ""))))
+            self.curated_table.setItem(r, 1, _item(task_title(m.get("task", ""))))
             self.curated_table.setItem(r, 2, _item(f"{m.get('note', '')}  ({m['id']})"))
         self._wire(self.curated_table)
         self.tabs.addTab(self.curated_table, "Suggested")
@@ -102,8 +108,10 @@ class ChoosePage(QWidget):
         self.search_edit.setAccessibleName("Search the Hub")
         self.search_edit.returnPressed.connect(self.search)
         self.task_combo = QComboBox()
-        self.task_combo.addItem("Text classification", "text-classification")
-        self.task_combo.addItem("Question answering", "question-answering")
+        from app.core.tasks import all_tasks
+
+        for task in all_tasks():
+            self.task_combo.addItem(task.title, task.name)
         self.task_combo.setAccessibleName("Task")
         self.search_button = widgets.button("&Search", "Search the Hub")
         self.search_button.clicked.connect(self.search)
@@ -242,7 +250,7 @@ class ChoosePage(QWidget):
             r = t.rowCount()
             t.insertRow(r)
             t.setItem(r, 0, _item(h.repo_id, h.repo_id))
-            t.setItem(r, 1, _item(TASK_WORDS.get(h.task, h.task)))
+            t.setItem(r, 1, _item(task_title(h.task)))
             downloads = _item(f"{h.downloads:,}")
             downloads.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
             t.setItem(r, 2, downloads)

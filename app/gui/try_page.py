@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QLineEdit, Q
 
 from app.gui import widgets
 from app.gui.main_window import entry_label
+from app.gui.try_views import EntitiesView, SearchView
 from app.gui.worker import start_task
 
 log = logging.getLogger(__name__)
@@ -185,6 +186,11 @@ class TryPage(QWidget):
             self.answer_views[key] = (answer, meta, view)
         q_lay.addLayout(answers, 1)
         self.modes.addWidget(qa)
+        self.entities_view, self.search_view = EntitiesView(self), SearchView(self)
+        self.modes.addWidget(self.entities_view)
+        self.modes.addWidget(self.search_view)
+        self.view_index = {"classification": 1, "qa": 2, "entities": 3, "search": 4}  # Task.view → page in `modes`
+        self._view_done_fn = None
         lay.addWidget(self.modes, 1)
 
         window.entry_changed.connect(self.set_entry)
@@ -224,7 +230,9 @@ class TryPage(QWidget):
             self.model_info.setText("")
             return
         self._select_in_combo()
-        self.modes.setCurrentIndex(2 if entry.task == "question-answering" else 1)
+        from app.core.tasks import get_task
+
+        self.modes.setCurrentIndex(self.view_index[get_task(entry.task).view])
         self.model_info.setText("INT8 not kept (accuracy guard): FP32 only" if entry.int8_dir is None else "")
         self._clear_results()
 
@@ -272,6 +280,8 @@ class TryPage(QWidget):
                 item.widget().deleteLater()
         self.cls_status.setText("")
         self.qa_status.setText("")
+        self.entities_view.clear()
+        self.search_view.clear()
         for answer, meta, view in self.answer_views.values():
             answer.setText("")
             meta.setText("")
@@ -347,7 +357,33 @@ class TryPage(QWidget):
         else:
             self.qa_status.setText("")
 
+    # --- views of the other tasks (try_views.py) -----------------------------------------------------------
+
+    def run_view(self, request, on_result, button) -> None:
+        """Run the entry's task on both models in a worker; `on_result(request, fp32, int8 or None)` gets them."""
+        if self.entry is None or self._busy():
+            return
+        from app.core.tasks import get_task
+
+        task, key = get_task(self.entry.task), str(self.entry.path)
+
+        def work(fp32, int8):
+            return key, request, task.predict(fp32, request), task.predict(int8, request) if int8 is not None else None
+
+        self._view_done_fn = on_result
+        button.setEnabled(False)
+        self.task = start_task(self._with_runners(work), self, name=task.view, on_result=self._view_done,
+                               on_error=self._failed, on_finished=lambda: button.setEnabled(True))
+
+    def _view_done(self, out) -> None:
+        key, request, a, b = out
+        if self._current(key):
+            self.last_results = (request, a, b)
+            self._view_done_fn(request, a, b)
+
     def _failed(self, e) -> None:
         self.cls_status.setText("")
         self.qa_status.setText("")
+        self.entities_view.status.setText("")
+        self.search_view.status.setText("")
         widgets.show_error(self, e)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from app import __version__
 from app.core.errors import ExportError, PocketError
-from app.core.hub import TOKENIZER_FILES, ModelSource
+from app.core.hub import POOLING_FILES, TOKENIZER_FILES, ModelSource
 from app.core.progress import ProgressFn, check_cancel, report
 from app.core.spec import ModelSpec, load_config, spec_from_config
 
@@ -68,22 +68,26 @@ def sha256_files(files) -> dict[str, str]:
 
 
 def build_graph(source: ModelSource, config: ExportConfig = ExportConfig()):
-    """Validate config.json and every tensor; return (spec, graph) ready to save."""
+    """Validate config.json and every tensor; return (spec, graph ready to save, what the head read)."""
     from app.core.export.checkpoint import Checkpoint
-    from app.core.export.encoder import EncoderBuilder
-    from app.core.tasks.embeddings import read_pooling
+    from app.core.tasks import get_task
 
     spec = spec_from_config(load_config(source.path), where=str(source.path / "config.json"))
+    head_config = get_task(spec.task).head_config(source.path)
     ckpt = Checkpoint(source.weight_files)
-    pooling = read_pooling(source.path) if spec.task == "feature-extraction" else None
-    return spec, EncoderBuilder(spec, ckpt, opset=config.opset, fused=config.fused, pooling=pooling).build()
+    builder = spec.family_class(spec, ckpt, opset=config.opset, fused=config.fused, head_config=head_config)
+    return spec, builder.build(), head_config
 
 
 def copy_runtime_files(src: Path, dest: Path) -> None:
-    """config.json and the tokenizer files: what a runner needs beside model.onnx."""
-    for name in ("config.json", *TOKENIZER_FILES):
+    """config.json, the tokenizer files and sentence-transformers' small configs (sentence_bert_config.json holds
+    the window embeddings are truncated at): what a runner needs beside model.onnx."""
+    for name in ("config.json", *TOKENIZER_FILES, *POOLING_FILES):
         if (src / name).is_file():
             shutil.copy2(src / name, dest / name)
+    for config in src.glob("*_Pooling/config.json"):
+        (dest / config.parent.name).mkdir(exist_ok=True)
+        shutil.copy2(config, dest / config.parent.name / "config.json")
 
 
 def write_json_atomic(path: Path, data) -> None:
@@ -107,7 +111,7 @@ def export_model(source: ModelSource, out_dir: Path, config: ExportConfig = Expo
     start = time.perf_counter()
     out_dir = Path(out_dir)
     report(progress, "export", 0, None, "reading config and weights")
-    spec, graph = build_graph(source, config)
+    spec, graph, head_config = build_graph(source, config)
     check_cancel(cancel)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -122,6 +126,8 @@ def export_model(source: ModelSource, out_dir: Path, config: ExportConfig = Expo
         manifest = source_manifest(source, spec, sha256_files(source.weight_files))
         manifest["export"] = {"opset": config.opset, "fused": config.fused, "onnx_bytes": size,
                               "seconds": round(time.perf_counter() - start, 3)}
+        if head_config is not None:
+            manifest["head"] = head_config.to_dict()
         write_json_atomic(tmp / MANIFEST, manifest)
         check_cancel(cancel)
         out_dir.mkdir(parents=True, exist_ok=True)

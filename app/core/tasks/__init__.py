@@ -1,1 +1,33 @@
-"""Task code: tokenization, text classification and question answering over an ONNX session."""
+"""Task plug-ins: one module per task, each defining `TASK` (see `base.Task`); this table lists them.
+
+Adding a task is one module and one line here; nothing else branches on a task name.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+TASKS: dict[str, str] = {  # task name → module under app.core.tasks
+    "text-classification": "classification",
+    "question-answering": "qa",
+    "token-classification": "ner",
+    "feature-extraction": "embeddings",
+}
+
+
+def get_task(name: str):
+    """The plug-in of a task name (a KeyError for an unknown one: spec.py only produces registered names)."""
+    return importlib.import_module(f"app.core.tasks.{TASKS[name]}").TASK
+
+
+def all_tasks() -> list:
+    return [get_task(name) for name in TASKS]
+
+
+def task_of_architecture(architecture: str) -> str | None:
+    """'BertForQuestionAnswering' → 'question-answering', by the longest matching class-name suffix."""
+    suffixes = [(s, t.name) for t in all_tasks() for s in (*t.architecture_suffixes, *t.pretraining_suffixes)]
+    for suffix, name in sorted(suffixes, key=lambda st: -len(st[0])):
+        if architecture.endswith(suffix):
+            return name
+    return None

@@ -9,11 +9,15 @@ unlike the pipeline, which fails on over-long text, we truncate and say so in `C
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from app.core.errors import InputError
+from app.core.export.families.base import BATCH
 from app.core.spec import ModelSpec
+from app.core.tasks.base import PredictRequest, Task, cosine, softmax
 
 Activation = Literal["softmax", "sigmoid", "none"]
 
@@ -83,3 +87,113 @@ def postprocess(logits: np.ndarray, labels: tuple[str, ...], *, activation: Acti
                                             truncated=bool(truncated[row]) if truncated else False,
                                             latency_ms=latency_ms))
     return results
+
+
+# --- the plug-in ---------------------------------------------------------------------------------------------
+
+def read_lines(path: Path) -> list[str]:
+    """A .txt file's non-empty lines (a user's calibration texts)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read it as UTF-8 text ({e}).") from e
+    texts = [t.strip() for t in lines if t.strip()]
+    if not texts:
+        raise InputError(f"{path}: no texts (one text per line).")
+    return texts
+
+
+class ClassificationTask(Task):
+    name = "text-classification"
+    title = "Text classification"
+    view = "classification"
+    hub_tags = ("text-classification",)
+    architecture_suffixes = ("ForSequenceClassification",)
+    has_labels = True
+    output_names = ("logits",)
+    metrics = {"accuracy": ("Accuracy", 100.0), "macro_f1": ("Macro-F1", 100.0)}
+    agreement_words = "same label"
+
+    def build_head(self, builder, x: str) -> None:
+        #  x ─ Gather(token 0) ─ family's sequence head (pooler / pre-classifier / dense) ─► logits [B, labels]
+        labels = len(builder.spec.labels)
+        cls = builder.g.node("Gather", [x, builder.g.const(0)], "/head/cls/Gather", axis=1)  # [B, H]
+        builder.g.output(builder.sequence_head(cls, labels), "logits", [BATCH, labels])
+
+    def calibration_examples(self, path: Path | None) -> tuple[list, str]:
+        from app.core.calibration import SENTENCES, with_fragments
+
+        if path is None:
+            texts = with_fragments(SENTENCES)
+            return [(t, None) for t in texts], f"built-in, {len(texts)} texts and phrases"
+        if Path(path).suffix == ".txt":
+            texts = read_lines(path)
+            return [(t, None) for t in texts], f"{Path(path).name}, {len(texts)} texts"
+        from app.core.eval import ClassificationData, load_data
+
+        data = load_data(path)
+        if not isinstance(data, ClassificationData):
+            raise InputError(f"{path} is {data.task} data; a text classification model needs texts (.txt, TSV, CSV "
+                             "or JSONL) for its calibration.")
+        return [(e.text, e.text_pair) for e in data.examples], f"{Path(path).name}, {len(data.examples)} texts"
+
+    def calibration_feeds(self, tokenizer, spec, examples: list, max_length: int) -> list[dict]:
+        feeds = []
+        for example in examples:
+            text, pair = (example, None) if isinstance(example, str) else example
+            batch, _ = tokenizer.batch([text], [pair] if pair else None, max_length=max_length)
+            feeds.append(batch.feeds(spec.input_names))
+        return feeds
+
+    def agreement(self, spec, reference, outputs, feeds):
+        multi_label = bool(spec is not None and spec.multi_label)
+        same, cos = [], []
+        for ref, out in zip(reference, outputs):
+            a, b = ref["logits"], out["logits"]  # (batch, labels)
+            same += list(((a > 0) == (b > 0)).all(-1) if multi_label else a.argmax(-1) == b.argmax(-1))
+            # Scores, as users see them: cosine on raw logits is meaningless when logits are near 0.
+            score = (lambda z: 1 / (1 + np.exp(-z))) if multi_label else softmax
+            cos += list(cosine(score(a), score(b)))
+        return same, cos
+
+    def check(self, request: PredictRequest) -> None:
+        if not request.texts:
+            raise InputError("Give --text: the text to classify.")
+
+    def predict(self, runner, request: PredictRequest) -> list[ClassificationResult]:
+        pairs = [request.text_pair] * len(request.texts) if request.text_pair else None
+        return runner.classify(list(request.texts), pairs, top_k=request.top_k)
+
+    def agree(self, fp32_result, int8_result) -> bool:
+        return all(a.label == b.label for a, b in zip(fp32_result, int8_result))
+
+    def result_json(self, result):
+        items = [r.to_dict() for r in result]
+        return items[0] if len(items) == 1 else items
+
+    def result_rows(self, fp32_result, int8_result):
+        rows = []
+        for n, (a, b) in enumerate(zip(fp32_result, int8_result)):
+            if len(fp32_result) > 1:
+                rows.append((f"text {n + 1}", "", ""))
+            rows.append(("label", f"{a.label} ({a.score:.4f})", f"{b.label} ({b.score:.4f})"))
+            for i in range(1, max(len(a.scores), len(b.scores))):
+                rows.append(("", *[f"{r.scores[i].label} ({r.scores[i].score:.4f})" if i < len(r.scores) else ""
+                                   for r in (a, b)]))
+            rows.append(("latency", f"{a.latency_ms:.1f} ms", f"{b.latency_ms:.1f} ms"))
+            if a.truncated:
+                rows.append(("", "(the text was cut to the model's maximum length)", ""))
+        return rows
+
+    def load_data(self, path: Path, **options):
+        from app.core.eval import load_data
+
+        return load_data(path, **options)
+
+    def evaluate(self, fp32_runner, int8_runner, data, *, limit=None, progress=None, cancel=None):
+        from app.core.eval import evaluate_classification
+
+        return evaluate_classification(fp32_runner, int8_runner, data, limit=limit, progress=progress, cancel=cancel)
+
+
+TASK = ClassificationTask()

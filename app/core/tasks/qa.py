@@ -12,11 +12,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from tokenizers import Encoding
 
 from app.core.errors import InputError
+from app.core.export.families.base import BATCH, SEQ
+from app.core.tasks.base import PredictRequest, Task, cosine
 from app.core.tasks.tokenizer import TextTokenizer
 
 DEFAULT_MAX_SEQ_LEN = 384
@@ -172,3 +175,108 @@ def postprocess(encodings: list[Encoding], start_logits: np.ndarray, end_logits:
         found.append({"text": "", "start": 0, "end": 0, "score": min_null_score})
     found = sorted(found, key=lambda f: f["score"], reverse=True)[: options.top_k]
     return [Answer(f["text"], f["start"], f["end"], float(f["score"]), latency_ms) for f in found]
+
+
+# --- the plug-in ---------------------------------------------------------------------------------------------
+
+def best_spans(start: np.ndarray, end: np.ndarray, mask: np.ndarray, max_len: int = 15) -> list[tuple[int, int]]:
+    """The highest-scoring (start, end) with start <= end < start + max_len over real tokens, per example."""
+    seq = start.shape[-1]
+    offset = np.arange(seq)[None, :] - np.arange(seq)[:, None]  # (start, end): end - start
+    allowed = (offset >= 0) & (offset < max_len)
+    spans = []
+    for s, e, m in zip(start, end, mask.astype(bool)):
+        scores = np.where(m, s, -np.inf)[:, None] + np.where(m, e, -np.inf)[None, :]  # (start, end)
+        i, j = np.unravel_index(np.argmax(np.where(allowed, scores, -np.inf)), scores.shape)
+        spans.append((int(i), int(j)))
+    return spans
+
+
+class QuestionAnsweringTask(Task):
+    name = "question-answering"
+    title = "Question answering"
+    view = "qa"
+    hub_tags = ("question-answering",)
+    architecture_suffixes = ("ForQuestionAnswering",)
+    output_names = ("start_logits", "end_logits")
+    metrics = {"f1": ("F1", 1.0), "exact_match": ("Exact match", 1.0)}  # SQuAD's script gives 0..100
+    agreement_words = "same answer text"
+
+    def build_head(self, builder, x: str) -> None:
+        #  x ─ Linear(qa_outputs, 2) ─ Split ─ Squeeze ─► start_logits, end_logits [B, S]
+        g = builder.g
+        both = builder.linear(x, "qa_outputs", builder.spec.hidden_size, 2, "/qa_outputs")
+        start, end = g.node("Split", [both], "/qa_outputs/Split", outputs=2, axis=-1)
+        for name, part in (("start_logits", start), ("end_logits", end)):
+            g.output(g.node("Squeeze", [part, g.const([-1])], f"/qa_outputs/Squeeze_{name}"), name, [BATCH, SEQ])
+
+    def calibration_examples(self, path: Path | None) -> tuple[list, str]:
+        if path is None:
+            from app.core.calibration import QA_EXAMPLES
+
+            # Each question against its own context, alone and followed by every other context: the answer is
+            # still there, among more distractors, as in multi-paragraph documents.
+            qa = [(q, c if other is None else f"{c} {other}") for c, questions in QA_EXAMPLES for q in questions
+                  for other in (None, *(o for o, _ in QA_EXAMPLES if o != c))]
+            return qa, f"built-in, {len(qa)} questions"
+        from app.core.eval import SquadData, load_data
+
+        data = load_data(path)
+        if not isinstance(data, SquadData):
+            raise InputError(f"{path} is not SQuAD JSON; a question answering model needs questions with their "
+                             "contexts for its calibration.")
+        return [(e.question, e.context) for e in data.examples], f"{Path(path).name}, {len(data.examples)} questions"
+
+    def calibration_feeds(self, tokenizer, spec, examples: list, max_length: int) -> list[dict]:
+        return [tokenizer.batch([q], [c], truncation="only_second", max_length=max_length)[0].feeds(spec.input_names)
+                for q, c in examples]
+
+    def agreement(self, spec, reference, outputs, feeds):
+        same, cos = [], []
+        for ref, out, feed in zip(reference, outputs, feeds):
+            mask = feed["attention_mask"].astype(bool)
+            spans_a = best_spans(ref["start_logits"], ref["end_logits"], mask)
+            spans_b = best_spans(out["start_logits"], out["end_logits"], mask)
+            # The same answer = overlapping spans: "Santa Clara" vs "Santa Clara, California" is one answer;
+            # exact span equality flips on near-ties that change no one's reading (SQuAD F1 moved 0.1 point).
+            same += [x[0] <= y[1] and y[0] <= x[1] for x, y in zip(spans_a, spans_b)]
+            cos += [float(np.mean([cosine(ref[k][i][m], out[k][i][m]) for k in ("start_logits", "end_logits")]))
+                    for i, m in enumerate(mask)]
+        return same, cos
+
+    def check(self, request: PredictRequest) -> None:
+        if request.question is None or request.context is None:
+            raise InputError("Give --question with --context: the question and the text the answer should come from.")
+
+    def predict(self, runner, request: PredictRequest) -> list[Answer]:
+        return runner.answer(request.question, request.context, top_k=request.top_k or 1,
+                             max_answer_len=request.max_answer_len, handle_impossible_answer=request.allow_no_answer)
+
+    def agree(self, fp32_result, int8_result) -> bool:
+        best = [r[0].text if r else None for r in (fp32_result, int8_result)]
+        return best[0] == best[1]
+
+    def result_json(self, result):
+        return [a.to_dict() for a in result]
+
+    def result_rows(self, fp32_result, int8_result):
+        def cell(ans):
+            return f"{'(no answer)' if ans.is_impossible else repr(ans.text)} {ans.score:.4f} [{ans.start}:{ans.end}]"
+
+        rows = [("answer" if i == 0 else "", *[cell(v[i]) if i < len(v) else "" for v in (fp32_result, int8_result)])
+                for i in range(max(len(fp32_result), len(int8_result)))]
+        latency = [f"{v[0].latency_ms if v else 0:.1f} ms" for v in (fp32_result, int8_result)]
+        return rows + [("latency", *latency)]
+
+    def load_data(self, path: Path, **options):
+        from app.core.eval import load_data
+
+        return load_data(path, **options)
+
+    def evaluate(self, fp32_runner, int8_runner, data, *, limit=None, progress=None, cancel=None):
+        from app.core.eval import evaluate_qa
+
+        return evaluate_qa(fp32_runner, int8_runner, data, limit=limit, progress=progress, cancel=cancel)
+
+
+TASK = QuestionAnsweringTask()

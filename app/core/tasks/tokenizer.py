@@ -21,6 +21,8 @@ from tokenizers import AddedToken, Encoding, Tokenizer, decoders, normalizers, p
 from tokenizers.models import BPE, WordPiece
 
 from app.core.errors import InputError, InvalidModelError, UnsupportedModelError
+from app.core.export.families.base import BERT_SPECIAL_TOKENS
+from app.core.export.families.roberta import ROBERTA_SPECIAL_TOKENS
 from app.core.spec import ModelSpec, load_spec
 
 log = logging.getLogger(__name__)
@@ -28,11 +30,6 @@ log = logging.getLogger(__name__)
 # transformers stores int(1e30) as model_max_length when a tokenizer sets none; such values mean "unknown".
 _SANE_MAX_LENGTH = 1_000_000
 _SPECIAL_KEYS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token", "bos_token", "eos_token")
-_BERT_DEFAULTS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-                  "mask_token": "[MASK]"}
-_ROBERTA_DEFAULTS = {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
-                     "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"}
-
 Truncation = Literal["longest_first", "only_first", "only_second"]
 
 
@@ -213,7 +210,7 @@ def _wordpiece_from(folder: Path, config: dict) -> Tokenizer:
         lines.pop()
     for index, token in enumerate(lines):
         vocab[token.rstrip("\r")] = index
-    specials = _special_tokens(folder, config, _BERT_DEFAULTS)
+    specials = _special_tokens(folder, config, BERT_SPECIAL_TOKENS)
     lowercase = bool(config.get("do_lower_case", True))
     strip_accents = config.get("strip_accents")
     tok = Tokenizer(WordPiece(vocab, unk_token=specials["unk_token"],
@@ -247,7 +244,7 @@ def _bpe_from(folder: Path, config: dict) -> Tokenizer:
         if len(parts) != 2:
             raise InvalidModelError(f"{folder / 'merges.txt'} has a malformed merge {line!r}. Re-download the model.")
         merges.append((parts[0], parts[1]))
-    specials = _special_tokens(folder, config, _ROBERTA_DEFAULTS)
+    specials = _special_tokens(folder, config, ROBERTA_SPECIAL_TOKENS)
     add_prefix_space = bool(config.get("add_prefix_space", False))
     trim_offsets = bool(config.get("trim_offsets", True))
     tok = Tokenizer(BPE(vocab=vocab, merges=merges, dropout=None, continuing_subword_prefix="",
@@ -285,8 +282,7 @@ def load_tokenizer(folder: Path, spec: ModelSpec | None = None) -> TextTokenizer
                 "tokenizer.json; download the model's tokenizer.json too." if sentencepiece else "")
         raise UnsupportedModelError(f"{folder} has no tokenizer files (tokenizer.json, vocab.txt, or vocab.json + "
                                     f"merges.txt).{hint}")
-    defaults = _ROBERTA_DEFAULTS if spec.family == "roberta" else _BERT_DEFAULTS
-    specials = _special_tokens(folder, config, defaults)
+    specials = _special_tokens(folder, config, spec.family_class.special_tokens)
     pad_id = tok.token_to_id(specials["pad_token"])
     if pad_id is None:
         pad_id = spec.pad_token_id

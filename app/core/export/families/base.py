@@ -1,18 +1,26 @@
-"""The ONNX graph of a BERT-family encoder and its task head, built from checkpoint tensors.
+"""The base builder of an encoder family: embeddings, post-norm transformer layers, task head.
 
-One builder serves BERT (MiniLM is BERT), DistilBERT, RoBERTa (XLM-R, CamemBERT) and ELECTRA: the
-families differ by small overrides (tensor names, position ids, token types, embedding projection,
-classification head), not by copies of the encoder. `fused=True` emits the fused ops directly, without
-tracing or pattern matching: ONNX Runtime's MultiHeadAttention and BiasGelu/FastGelu contrib ops, and
-LayerNormalization after the residual Add. ONNX Runtime's optimizer would fuse the residual into
-SkipLayerNormalization instead, but in ORT 1.32 on CPU that kernel is ~3x slower than Add + LayerNormalization
-(measured: 156 vs 57 µs at 128 × 384), and it would hide the LayerNorm's output from the quantizer, which
-scales outlier channels through the LayerNorm's gamma and beta.
+A family module subclasses `EncoderFamily` and overrides the hooks that differ (DESIGN.md §8, §13):
+
+  config.json ─ read_dims ─► ModelSpec            (hyper-parameter names, defaults)
+  input_ids ─ embeddings (positions, token types) ─► layer × N ─► task.build_head(builder, x)
+                                                      │
+                                     block = attention ─ residual+LayerNorm ─ feed_forward ─ residual+LayerNorm
+  weights: `prefix` + `layer_names` map our names to the checkpoint's
+
+`fused=True` emits the fused ops directly, without tracing or pattern matching: ONNX Runtime's
+MultiHeadAttention and BiasGelu/FastGelu contrib ops, and LayerNormalization after the residual Add. ONNX
+Runtime's optimizer would fuse the residual into SkipLayerNormalization instead, but in ORT 1.32 on CPU that
+kernel is ~3x slower than Add + LayerNormalization (measured: 156 vs 57 µs at 128 × 384), and it would hide the
+LayerNorm's output from the quantizer, which scales outlier channels through the LayerNorm's gamma and beta.
+The task head (what the graph outputs) belongs to the task plug-in (`app.core.tasks`), which calls back into
+the family for family-specific parts such as `sequence_head`.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from onnx import TensorProto
@@ -20,30 +28,57 @@ from onnx import TensorProto
 from app.core.errors import InvalidModelError
 from app.core.export.checkpoint import Checkpoint
 from app.core.export.graph import Graph
-from app.core.spec import ModelSpec
 
-# Encoder tensor names per family, relative to the base-model prefix ("bert.", "distilbert.", ...).
-_BERT_LAYER = dict(layer="encoder.layer.{i}.", q="attention.self.query", k="attention.self.key",
-                   v="attention.self.value", o="attention.output.dense", ln1="attention.output.LayerNorm",
-                   ff1="intermediate.dense", ff2="output.dense", ln2="output.LayerNorm")
-_DISTILBERT_LAYER = dict(layer="transformer.layer.{i}.", q="attention.q_lin", k="attention.k_lin",
-                         v="attention.v_lin", o="attention.out_lin", ln1="sa_layer_norm", ff1="ffn.lin1",
-                         ff2="ffn.lin2", ln2="output_layer_norm")
-_PREFIXES = {"bert": "bert.", "distilbert": "distilbert.", "roberta": "roberta.", "electra": "electra."}
+if TYPE_CHECKING:
+    from app.core.spec import ModelSpec
+
+# Encoder tensor names, relative to the base-model prefix ("bert.", ...).
+BERT_LAYER = dict(layer="encoder.layer.{i}.", q="attention.self.query", k="attention.self.key",
+                  v="attention.self.value", o="attention.output.dense", ln1="attention.output.LayerNorm",
+                  ff1="intermediate.dense", ff2="output.dense", ln2="output.LayerNorm")
+BERT_SPECIAL_TOKENS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+                       "mask_token": "[MASK]"}
 _FLOAT_MIN = float(np.finfo(np.float32).min)
 BATCH, SEQ = "batch_size", "sequence_length"
 
 
-class EncoderBuilder:
-    def __init__(self, spec: ModelSpec, ckpt: Checkpoint, *, opset: int = 17, fused: bool = False, pooling=None):
-        from app.core.tasks.embeddings import Pooling
+class EncoderFamily:
+    """BERT's layout; other families override class attributes and hooks."""
 
+    # --- what the rest of the app reads (spec, tokenizer, Hub search) --------------------------------
+    class_prefixes: ClassVar[dict[str, str]] = {"bert": "Bert"}  # model_type → transformers class-name prefix
+    uses_token_types: ClassVar[bool] = True  # token_type_ids is a graph input
+    default_pad_token_id: ClassVar[int] = 0
+    head_activation: ClassVar[str] = "tanh"  # inside the sequence-classification head
+    special_tokens: ClassVar[dict[str, str]] = BERT_SPECIAL_TOKENS  # tokenizer defaults
+    # --- weight names ---------------------------------------------------------------------------------
+    prefix: ClassVar[str] = "bert."
+    layer_names: ClassVar[dict[str, str]] = BERT_LAYER
+
+    @classmethod
+    def read_dims(cls, config: dict, need) -> dict:
+        """Hyper-parameters from config.json; `need(*keys, default=None)` returns the first present key or fails."""
+        hidden = int(need("hidden_size"))
+        return dict(hidden_size=hidden, embedding_size=int(config.get("embedding_size") or hidden),
+                    num_layers=int(need("num_hidden_layers")), num_heads=int(need("num_attention_heads")),
+                    intermediate_size=int(need("intermediate_size")),
+                    type_vocab_size=int(config.get("type_vocab_size", 2)),
+                    layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)),
+                    hidden_act=str(config.get("hidden_act", "gelu")))
+
+    @classmethod
+    def position_offset(cls, pad_token_id: int) -> int:
+        """Where position ids start (RoBERTa: after padding_idx)."""
+        return 0
+
+    def __init__(self, spec: ModelSpec, ckpt: Checkpoint, *, opset: int = 17, fused: bool = False,
+                 head_config=None):
         self.spec, self.ckpt, self.fused = spec, ckpt, fused
-        self.pooling = pooling or Pooling()
+        self.head_config = head_config  # what the task read from the model folder (e.g. the pooling)
         self.g = Graph(spec.architecture, opset, contrib=fused)
         self.problems: list[str] = []
-        self.names = _DISTILBERT_LAYER if spec.family == "distilbert" else _BERT_LAYER
-        candidates = [_PREFIXES[spec.family], ""]
+        self.names = self.layer_names
+        candidates = [self.prefix, ""]
         found = [p for p in candidates if self._find(p + "embeddings.word_embeddings.weight")]
         if not found:
             raise InvalidModelError(
@@ -120,43 +155,33 @@ class EncoderBuilder:
         return g.node("Mul", [half, g.node("Add", [tanh, g.const(1.0, np.float32)], path + "/Add_one")], path + "/Mul")
 
     # --- embeddings ----------------------------------------------------------------------------
+    def positions(self, input_ids: str) -> tuple[str, str]:
+        """(position ids, position table) for the embeddings."""
+        #  Shape(ids)[1] ─ Range(0, S) ─► positions [S]
+        s, g = self.spec, self.g
+        seq = g.node("Gather", [g.node("Shape", [input_ids], "/embeddings/positions/Shape"), g.const(1)],
+                     "/embeddings/positions/Gather", axis=0)
+        positions = g.node("Range", [g.const(0), seq, g.const(1)], "/embeddings/positions/Range")
+        table = self.tensor(self.prefix + "embeddings.position_embeddings.weight",
+                            (s.max_position_embeddings, s.embedding_size))
+        return positions, table
+
     def embeddings(self, input_ids: str, token_type_ids: str | None) -> str:
         #  input_ids ─ Gather(word) ─┐
-        #  positions ─ Gather(pos) ──┼─ Add ─ LayerNorm ─ [ELECTRA: project] ─►
-        #  token_type_ids ─ Gather ──┘   (RoBERTa: its single token-type row is folded into the positions)
+        #  positions ─ Gather(pos) ──┼─ Add ─ LayerNorm ─►
+        #  token_type_ids ─ Gather ──┘
         s, g, p = self.spec, self.g, self.prefix + "embeddings."
         e = s.embedding_size
         word = g.node("Gather", [self.tensor(p + "word_embeddings.weight", (s.vocab_size, e)), input_ids],
                       "/embeddings/word_embeddings/Gather")
-        if s.family == "roberta":
-            #  ids ─ Equal(pad) ─ Not ─ Cast ─ CumSum ─ Mul(mask) ─ Add(pad) ─► positions (pads keep pad)
-            not_pad = g.node("Cast", [g.node("Not", [g.node("Equal", [input_ids, g.const(s.pad_token_id)],
-                                                              "/embeddings/positions/Equal")], "/embeddings/positions/Not")],
-                             "/embeddings/positions/Cast", to=TensorProto.INT64)
-            cum = g.node("CumSum", [not_pad, g.const(1)], "/embeddings/positions/CumSum")
-            positions = g.node("Add", [g.node("Mul", [cum, not_pad], "/embeddings/positions/Mul"), g.const(s.pad_token_id)],
-                               "/embeddings/positions/Add")
-            table = self.combined(p + "position_embeddings.weight+token_type_embeddings.weight[0]",
-                                  (s.max_position_embeddings, e),
-                                  [p + "position_embeddings.weight", p + "token_type_embeddings.weight"],
-                                  lambda pos, tt: pos + tt[0])
-            self._check_shape(p + "position_embeddings.weight", (s.max_position_embeddings, e))
-        else:
-            #  Shape(ids)[1] ─ Range(0, S) ─► positions [S]
-            seq = g.node("Gather", [g.node("Shape", [input_ids], "/embeddings/positions/Shape"), g.const(1)],
-                         "/embeddings/positions/Gather", axis=0)
-            positions = g.node("Range", [g.const(0), seq, g.const(1)], "/embeddings/positions/Range")
-            table = self.tensor(p + "position_embeddings.weight", (s.max_position_embeddings, e))
+        positions, table = self.positions(input_ids)
         x = g.node("Add", [word, g.node("Gather", [table, positions], "/embeddings/position_embeddings/Gather")],
                    "/embeddings/Add_positions")
         if token_type_ids is not None:
             types = g.node("Gather", [self.tensor(p + "token_type_embeddings.weight", (s.type_vocab_size, e)),
                                       token_type_ids], "/embeddings/token_type_embeddings/Gather")
             x = g.node("Add", [x, types], "/embeddings/Add_token_types")
-        x = self.layer_norm(x, p + "LayerNorm", e, "/embeddings/LayerNorm")
-        if s.family == "electra" and e != s.hidden_size:
-            x = self.linear(x, self.prefix + "embeddings_project", e, s.hidden_size, "/embeddings_project")
-        return x
+        return self.layer_norm(x, p + "LayerNorm", e, "/embeddings/LayerNorm")
 
     def _check_shape(self, key: str, shape: tuple[int, ...]) -> None:
         found = self._find(key)
@@ -174,15 +199,26 @@ class EncoderBuilder:
         bias = g.node("Mul", [inv, g.const(_FLOAT_MIN, np.float32)], "/encoder/mask/Mul")
         return g.node("Unsqueeze", [bias, g.const([1, 2])], "/encoder/mask/Unsqueeze")
 
-    def layer(self, x: str, mask: str, i: int) -> str:
-        s, g, n = self.spec, self.g, self.names
+    def block(self, x: str, mask: str, i: int) -> str:
+        """One post-norm transformer layer."""
+        #  x ─ attention ─ Linear(o) ─ Add(x) ─ LayerNorm ─ feed_forward ─ Linear(ff2) ─ Add ─ LayerNorm ─►
+        s, n = self.spec, self.names
         key = self.prefix + n["layer"].format(i=i)
         path = f"/encoder/layer.{i}"
-        h, heads, ff = s.hidden_size, s.num_heads, s.intermediate_size
+        h = s.hidden_size
+        ctx = self.attention(x, mask, key, path)
+        x = self._residual_layer_norm(ctx, x, key + n["o"], key + n["ln1"], h, h, f"{path}/attention")
+        inner = self.feed_forward(x, key, path)
+        return self._residual_layer_norm(inner, x, key + n["ff2"], key + n["ln2"], s.intermediate_size, h,
+                                         f"{path}/ffn")
+
+    def attention(self, x: str, mask: str, key: str, path: str) -> str:
+        """Self-attention up to (not including) the output projection: the merged heads' context."""
         if self.fused:
-            return self._fused_layer(x, mask, key, path)
-        #  x ─ q,k,v Linear ─ split heads ─ MatMul(q,kᵀ)·1/√d + mask ─ Softmax ─ MatMul(v) ─ merge heads
-        #    ─ Linear(o) ─ Add(x) ─ LayerNorm ─ Linear(ff1) ─ act ─ Linear(ff2) ─ Add ─ LayerNorm ─►
+            return self._fused_attention(x, mask, key, path)
+        #  x ─ q,k,v Linear ─ split heads ─ MatMul(q,kᵀ)·1/√d + mask ─ Softmax ─ MatMul(v) ─ merge heads ─►
+        s, g, n = self.spec, self.g, self.names
+        h, heads = s.hidden_size, s.num_heads
         d = h // heads
         split = g.const([0, 0, heads, d])
 
@@ -198,16 +234,12 @@ class EncoderBuilder:
         probs = g.node("Softmax", [scores], f"{path}/attention/Softmax", axis=-1)
         ctx = g.node("MatMul", [probs, v], f"{path}/attention/context/MatMul")
         ctx = g.node("Transpose", [ctx], f"{path}/attention/context/Transpose", perm=[0, 2, 1, 3])
-        ctx = g.node("Reshape", [ctx, g.const([0, 0, h])], f"{path}/attention/context/Reshape")
-        x = self._residual_layer_norm(ctx, x, key + n["o"], key + n["ln1"], h, h, f"{path}/attention")
-        inner = self.activation(self.linear(x, key + n["ff1"], h, ff, f"{path}/ffn/in"), s.hidden_act, f"{path}/ffn/act")
-        return self._residual_layer_norm(inner, x, key + n["ff2"], key + n["ln2"], ff, h, f"{path}/ffn")
+        return g.node("Reshape", [ctx, g.const([0, 0, h])], f"{path}/attention/context/Reshape")
 
-    def _fused_layer(self, x: str, mask: str, key: str, path: str) -> str:
-        #  x ─ MatMul(Wqkv) ─ Split ─ MultiHeadAttention(+bqkv, mask) ─ MatMul(Wo) ─ Add(bo) ─ Add(x) ─ LayerNorm
-        #    ─ MatMul(W1) ─ BiasGelu(b1) ─ MatMul(W2) ─ Add(b2) ─ Add(x1) ─ LayerNorm ─►
+    def _fused_attention(self, x: str, mask: str, key: str, path: str) -> str:
+        #  x ─ MatMul(Wqkv) ─ Split ─ MultiHeadAttention(+bqkv, mask) ─►
         s, g, n = self.spec, self.g, self.names
-        h, ff = s.hidden_size, s.intermediate_size
+        h = s.hidden_size
         parts = [key + n[p] + ".weight" for p in "qkv"]
         for p in parts:
             self._check_shape(p, (h, h))
@@ -218,19 +250,25 @@ class EncoderBuilder:
         # The QKV projection stays a plain MatMul so quantization can treat its input's outlier channels.
         qkv = g.node("MatMul", [x, w_qkv], f"{path}/attention/qkv/MatMul")
         q, k, v = g.node("Split", [qkv], f"{path}/attention/qkv/Split", outputs=3, axis=-1)
-        attn = g.node("MultiHeadAttention", [q, k, v, b_qkv, mask], f"{path}/attention/MultiHeadAttention",
+        return g.node("MultiHeadAttention", [q, k, v, b_qkv, mask], f"{path}/attention/MultiHeadAttention",
                       domain="com.microsoft", num_heads=s.num_heads)
-        x = self._residual_layer_norm(attn, x, key + n["o"], key + n["ln1"], h, h, f"{path}/attention")
+
+    def feed_forward(self, x: str, key: str, path: str) -> str:
+        """The first feed-forward Linear and its activation (the second Linear is the residual block's)."""
+        s, g, n = self.spec, self.g, self.names
+        h, ff = s.hidden_size, s.intermediate_size
+        if not self.fused:
+            return self.activation(self.linear(x, key + n["ff1"], h, ff, f"{path}/ffn/in"), s.hidden_act,
+                                   f"{path}/ffn/act")
+        #  x ─ MatMul(W1) ─ BiasGelu(b1) / Add + Relu / FastGelu(b1) ─►
         w1 = self.tensor(key + n["ff1"] + ".weight", (h, ff), transpose=True)
         b1 = self.tensor(key + n["ff1"] + ".bias", (ff,))
         inner = g.node("MatMul", [x, w1], f"{path}/ffn/in/MatMul")
         if s.hidden_act == "gelu":
-            inner = g.node("BiasGelu", [inner, b1], f"{path}/ffn/BiasGelu", domain="com.microsoft")
-        elif s.hidden_act == "relu":
-            inner = g.node("Relu", [g.node("Add", [inner, b1], f"{path}/ffn/in/Add")], f"{path}/ffn/Relu")
-        else:
-            inner = g.node("FastGelu", [inner, b1], f"{path}/ffn/FastGelu", domain="com.microsoft")
-        return self._residual_layer_norm(inner, x, key + n["ff2"], key + n["ln2"], ff, h, f"{path}/ffn")
+            return g.node("BiasGelu", [inner, b1], f"{path}/ffn/BiasGelu", domain="com.microsoft")
+        if s.hidden_act == "relu":
+            return g.node("Relu", [g.node("Add", [inner, b1], f"{path}/ffn/in/Add")], f"{path}/ffn/Relu")
+        return g.node("FastGelu", [inner, b1], f"{path}/ffn/FastGelu", domain="com.microsoft")
 
     def _residual_layer_norm(self, y: str, skip: str, linear: str, norm: str, d_in: int, d_out: int,
                              path: str) -> str:
@@ -239,38 +277,24 @@ class EncoderBuilder:
         return self.layer_norm(self.g.node("Add", [y, skip], path + "/Add_residual"), norm, d_out,
                                path + "/LayerNorm")
 
-    # --- heads ---------------------------------------------------------------------------------
-    def head(self, x: str) -> None:
-        s, g = self.spec, self.g
-        h, labels = s.hidden_size, len(s.labels)
-        if s.task == "feature-extraction":
-            from app.core.tasks.embeddings import add_pooling
+    # --- heads (called by the task plug-ins) ----------------------------------------------------
+    def sequence_head(self, cls: str, num_labels: int) -> str:
+        """[B, H] first-token states → [B, labels] logits: BERT's pooler (dense + tanh), then the classifier."""
+        h = self.spec.hidden_size
+        pooled = self.activation(self.linear(cls, self.prefix + "pooler.dense", h, h, "/pooler"), "tanh",
+                                 "/pooler/act")
+        return self.linear(pooled, "classifier", h, num_labels, "/classifier")
 
-            add_pooling(g, x, "attention_mask", self.pooling, h, BATCH, SEQ)
-        elif s.task == "token-classification":
-            g.output(self.linear(x, "classifier", h, labels, "/classifier"), "logits", [BATCH, SEQ, labels])
-        elif s.task == "question-answering":
-            both = self.linear(x, "qa_outputs", h, 2, "/qa_outputs")
-            start, end = g.node("Split", [both], "/qa_outputs/Split", outputs=2, axis=-1)
-            for name, part in (("start_logits", start), ("end_logits", end)):
-                g.output(g.node("Squeeze", [part, g.const([-1])], f"/qa_outputs/Squeeze_{name}"), name, [BATCH, SEQ])
-        else:
-            cls = g.node("Gather", [x, g.const(0)], "/head/cls/Gather", axis=1)  # [B, H]: the first token
-            if s.family == "bert":  # pooler (dense + tanh) then classifier
-                pooled = self.activation(self.linear(cls, self.prefix + "pooler.dense", h, h, "/pooler"), "tanh",
-                                         "/pooler/act")
-                logits = self.linear(pooled, "classifier", h, labels, "/classifier")
-            elif s.family == "distilbert":  # pre_classifier + ReLU, then classifier
-                pre = self.activation(self.linear(cls, "pre_classifier", h, h, "/pre_classifier"), "relu",
-                                      "/pre_classifier/act")
-                logits = self.linear(pre, "classifier", h, labels, "/classifier")
-            else:  # RoBERTa (tanh) and ELECTRA (gelu): dense + activation, then out_proj
-                dense = self.activation(self.linear(cls, "classifier.dense", h, h, "/classifier/dense"),
-                                        s.head_activation, "/classifier/act")
-                logits = self.linear(dense, "classifier.out_proj", h, labels, "/classifier/out_proj")
-            g.output(logits, "logits", [BATCH, labels])
+    def dense_head(self, cls: str, num_labels: int) -> str:
+        """RoBERTa's and ELECTRA's classification head: dense + activation, then out_proj."""
+        h = self.spec.hidden_size
+        dense = self.activation(self.linear(cls, "classifier.dense", h, h, "/classifier/dense"),
+                                self.head_activation, "/classifier/act")
+        return self.linear(dense, "classifier.out_proj", h, num_labels, "/classifier/out_proj")
 
     def build(self) -> Graph:
+        from app.core.tasks import get_task
+
         s, g = self.spec, self.g
         ids = g.input("input_ids", TensorProto.INT64, [BATCH, SEQ])
         mask = g.input("attention_mask", TensorProto.INT64, [BATCH, SEQ])
@@ -278,8 +302,8 @@ class EncoderBuilder:
         x = self.embeddings(ids, types)
         bias = self.attention_mask_bias(mask)
         for i in range(s.num_layers):
-            x = self.layer(x, bias, i)
-        self.head(x)
+            x = self.block(x, bias, i)
+        get_task(s.task).build_head(self, x)
         if self.problems:
             shown = "\n  ".join(self.problems[:12]) + (f"\n  ... and {len(self.problems) - 12} more"
                                                         if len(self.problems) > 12 else "")
