@@ -230,9 +230,23 @@ class ComparePage(QWidget):
             self.evaluate_file(Path(path))
 
     def ask_data_file(self) -> str:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Evaluate on a labelled file", "",
-            "Labelled data (*.tsv *.csv *.jsonl *.json);;All files (*)")
+        """A labelled file (or folder, for tasks that read one) in the formats the entry's task reads."""
+        from PySide6.QtWidgets import QMenu
+
+        from app.core.tasks import get_task
+
+        task = get_task(self.entry.task) if self.entry is not None else None
+        if task is not None and task.data_folders:
+            menu = QMenu(self)
+            file_action = menu.addAction("A labelled file…")
+            folder_action = menu.addAction(f"{task.data_folders}…")
+            chosen = menu.exec(self.eval_button.mapToGlobal(self.eval_button.rect().bottomLeft()))
+            if chosen is folder_action:
+                return QFileDialog.getExistingDirectory(self, f"Evaluate on {task.data_folders}")
+            if chosen is not file_action:
+                return ""
+        formats = task.data_formats if task is not None else "Labelled data (*.tsv *.csv *.jsonl *.json)"
+        path, _ = QFileDialog.getOpenFileName(self, "Evaluate on a labelled file", "", f"{formats};;All files (*)")
         return path
 
     def evaluate_file(self, path: Path, limit: int | None = None) -> None:
@@ -241,8 +255,10 @@ class ComparePage(QWidget):
         window, entry, threads = self.window, self.entry, self.threads.value() or None
 
         def run(progress, cancel):
-            from app.core.eval import evaluate, load_data
-            data = load_data(Path(path))
+            from app.core.eval import evaluate
+            from app.core.tasks import get_task
+
+            data = get_task(entry.task).load_data(Path(path))
             key = str(entry.path)
             fp32, int8 = window.runners(entry, threads)
             return key, evaluate(fp32, int8, data, limit=limit, progress=progress, cancel=cancel).to_dict()

@@ -112,6 +112,7 @@ class ClassificationTask(Task):
     has_labels = True
     output_names = ("logits",)
     metrics = {"accuracy": ("Accuracy", 100.0), "macro_f1": ("Macro-F1", 100.0)}
+    data_formats = "Labelled texts (*.tsv *.csv *.jsonl)"
     agreement_words = "same label"
 
     def build_head(self, builder, x: str) -> None:

@@ -667,6 +667,8 @@ class EmbeddingsTask(Task):
     output_names = ("token_embeddings", "sentence_embedding")
     metrics = {"ndcg@10": ("nDCG@10", 1.0), "recall@1": ("Recall@1", 1.0), "recall@10": ("Recall@10", 1.0),
                "mrr@10": ("MRR@10", 1.0), "spearman": ("Spearman", 1.0)}
+    data_formats = "STS sentence pairs (*.tsv *.csv)"
+    data_folders = "A BEIR retrieval folder"
     agreement_words = "same nearest neighbour"
     whole_set_agreement = True
 

@@ -562,6 +562,7 @@ class TokenClassificationTask(Task):
     has_labels = True
     output_names = ("logits",)
     metrics = {"f1": ("Entity F1", 1.0), "precision": ("Entity precision", 1.0), "recall": ("Entity recall", 1.0)}
+    data_formats = "CoNLL or JSONL entities (*.txt *.conll *.iob *.jsonl)"
     agreement_words = "same entities"
 
     def build_head(self, builder, x: str) -> None:

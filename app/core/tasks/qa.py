@@ -200,6 +200,7 @@ class QuestionAnsweringTask(Task):
     architecture_suffixes = ("ForQuestionAnswering",)
     output_names = ("start_logits", "end_logits")
     metrics = {"f1": ("F1", 1.0), "exact_match": ("Exact match", 1.0)}  # SQuAD's script gives 0..100
+    data_formats = "SQuAD questions (*.json)"
     agreement_words = "same answer text"
 
     def build_head(self, builder, x: str) -> None:
