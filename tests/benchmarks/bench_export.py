@@ -44,6 +44,8 @@ torch.onnx.export(Wrapper(model), (ids, ids, torch.zeros_like(ids)), out, dynamo
                   input_names=list(axes), output_names=["logits"], dynamic_axes=axes)
 """
 
+import machine  # noqa: E402  (tests/benchmarks/machine.py: CPU model and ISA flags)
+
 
 def run(cmd: list[str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one child process."""
@@ -61,6 +63,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
+    print(f"CPU: {machine.describe()}")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-export-"))
     folder = work / "bert-base"
     if not (folder / "model.safetensors").is_file():

@@ -48,6 +48,8 @@ entry = convert(sys.argv[1], ConvertConfig(reuse=False), root=Path(sys.argv[2]))
 print(json.dumps({"entry": str(entry.path)}))
 """
 
+import machine  # noqa: E402  (tests/benchmarks/machine.py: CPU model and ISA flags)
+
 
 def plain_settings():
     from onnxruntime.quantization import QuantType
@@ -118,6 +120,7 @@ def main() -> int:
     parser.add_argument("--gap", type=float, default=0.2, help="seconds of idle between latency blocks")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
+    print(f"CPU: {machine.describe()}")
     missing = [str(p) for p in (args.model, args.data) if not p.exists()]
     if missing:
         print(f"skipped: {', '.join(missing)} not found (the real checkpoint and data live in ../shared/)")
@@ -153,7 +156,7 @@ def main() -> int:
     data = load_data(args.data)
     texts = [e.text for e in data.examples]
     gold = [int(e.label) if e.label.isdigit() else spec.labels.index(e.label) for e in data.examples]
-    feeds = build_calibration(entry / "fp32", spec, texts=texts).feeds
+    feeds = build_calibration(entry / "fp32", spec, examples=texts).feeds
     import numpy as np
 
     gold = np.array(gold)

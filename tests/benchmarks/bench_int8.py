@@ -47,6 +47,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import machine  # noqa: E402  (tests/benchmarks/machine.py: CPU model and ISA flags)
+
 ROOT = Path(__file__).resolve().parents[2]
 OPTIMUM_VENV = Path("/tmp/pocket-optimum-venv")
 SEQ, BATCH = 128, 1
@@ -123,6 +125,7 @@ SESSION_MEMORY = """
 import json, sys
 import numpy as np
 import onnxruntime as ort
+
 def rss():
     with open("/proc/self/status") as f:
         return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024
@@ -220,6 +223,7 @@ def main() -> None:
     parser.add_argument("--optimum-venv", type=Path, default=OPTIMUM_VENV)
     parser.add_argument("--workdir", type=Path, default=None, help="keeps the checkpoint between runs")
     args = parser.parse_args()
+    print(f"CPU: {machine.describe()}")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-int8-"))
     work.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import platform
 import sys
 import tempfile
 import time
@@ -30,23 +29,8 @@ sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 MODEL = SHARED / "models" / "minilm-conll"
 DATA = SHARED / "data" / "conll2003_valid.txt"
-ISA = {"avx2": "AVX2", "avx512f": "AVX-512F", "avx512_vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI",
-       "amx_tile": "AMX tile", "amx_int8": "AMX INT8"}
 
-
-def cpu() -> str:
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    marks = ", ".join(f"{name} {'yes' if flag in flags else 'no'}" for flag, name in ISA.items())
-    return f"{model}\nISA: {marks}"
+import machine  # noqa: E402  (tests/benchmarks/machine.py, beside this script)
 
 
 def transformers_tags(sentences, threads: int) -> tuple[list[list[str]], float]:
@@ -88,7 +72,7 @@ def main() -> None:
     args = parser.parse_args()
     if not (MODEL / "config.json").is_file() or not DATA.is_file():
         raise SystemExit(f"needs {MODEL} and {DATA} (see ../shared/*/README.md)")
-    print(cpu())
+    print(f"CPU: {machine.describe()}")
     print(f"{MODEL.name}, {DATA.name}, {args.threads} threads")
 
     from app.core.store import ConvertConfig, convert

@@ -21,6 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
+import machine  # noqa: E402  (tests/benchmarks/machine.py: CPU model and ISA flags)
+
 
 def one_run(python: str) -> tuple[float, str]:
     env = dict(os.environ, POCKET_NLP_STARTUP_PROBE="1")
@@ -43,6 +45,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--python", default=sys.executable)
     args = parser.parse_args()
+    print(f"CPU: {machine.describe()}")
     one_run(args.python)  # warm the OS file cache; not counted
     times = []
     heavy = ""
