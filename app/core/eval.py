@@ -191,7 +191,9 @@ def _load_delimited(path: Path, text: str, delimiter: str, text_column, pair_col
     return ClassificationData(path, tuple(examples), tcol, pcol, lcol)
 
 
-def _load_jsonl(path: Path, text: str, text_column, pair_column, label_column):
+def json_lines(path: Path, text: str, example: str) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSON-lines text; malformed JSON, a line that is not an
+    object (`example` shows one) or a file without lines is an InputError naming the file and line."""
     rows: list[tuple[int, dict]] = []
     for n, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
@@ -201,11 +203,15 @@ def _load_jsonl(path: Path, text: str, text_column, pair_column, label_column):
         except json.JSONDecodeError as e:
             raise InputError(f"{path}, line {n}, column {e.colno}: malformed JSON ({e.msg}).") from e
         if not isinstance(obj, dict):
-            raise InputError(f"{path}, line {n}: each line must be a JSON object like "
-                             '{"text": "...", "label": "..."}.')
+            raise InputError(f"{path}, line {n}: each line must be a JSON object like {example}.")
         rows.append((n, obj))
     if not rows:
         raise InputError(f"{path}: the file has no JSON lines.")
+    return rows
+
+
+def _load_jsonl(path: Path, text: str, text_column, pair_column, label_column):
+    rows = json_lines(path, text, '{"text": "...", "label": "..."}')
     names = list(dict.fromkeys(k for _, obj in rows for k in obj))
     tcol, pcol, lcol = _columns(names, path, text_column, pair_column, label_column)
     examples = []

@@ -34,6 +34,8 @@ SQUAD = ROOT.parent / "shared" / "data" / "squad_v1.1_dev_b1.json"
 
 import machine  # noqa: E402  (tests/benchmarks/machine.py, beside this script)
 
+GOALS = {"fp32_ref_cos": 0.9999, "int8_cos": 0.995, "recall1_drop": 0.5, "same_top1": 0.98, "speedup": 2.0}
+
 
 def squad_retrieval(limit: int | None):
     from app.core.tasks.embeddings import RetrievalData

@@ -30,7 +30,8 @@ from typing import Literal
 import numpy as np
 
 from app.core.errors import InputError, InvalidModelError, UnsupportedModelError
-from app.core.eval import MAX_DISAGREEMENTS, Disagreement, EvalResult, ModelEval, _check_runners, _read_text
+from app.core.eval import (MAX_DISAGREEMENTS, Disagreement, EvalResult, ModelEval, _check_runners, _read_text,
+                           json_lines)
 from app.core.export.families.base import BATCH, SEQ
 from app.core.progress import ProgressFn, check_cancel, report
 from app.core.tasks.base import PredictRequest, Task
@@ -330,15 +331,7 @@ class StsData:
 def _jsonl(path: Path, fields: tuple[str, ...]) -> dict[str, tuple[dict, int]]:
     """id → (object, line) for a JSON-lines file whose objects have `_id` and the string `fields`."""
     rows: dict[str, tuple[dict, int]] = {}
-    for n, raw in enumerate(_read_text(path).splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}, line {n}, column {e.colno}: malformed JSON ({e.msg}).") from e
-        if not isinstance(obj, dict):
-            raise InputError(f'{path}, line {n}: each line must be a JSON object like {{"_id": "...", "text": "..."}}.')
+    for n, obj in json_lines(path, _read_text(path), '{"_id": "...", "text": "..."}'):
         if not isinstance(obj.get("_id"), (str, int)) or isinstance(obj.get("_id"), bool):
             raise InputError(f"{path}, line {n}, field '_id': missing or not a string.")
         for name in fields:
@@ -348,8 +341,6 @@ def _jsonl(path: Path, fields: tuple[str, ...]) -> dict[str, tuple[dict, int]]:
         if key in rows:
             raise InputError(f"{path}, line {n}: _id {key!r} already used on line {rows[key][1]}. Ids must be unique.")
         rows[key] = (obj, n)
-    if not rows:
-        raise InputError(f"{path}: no JSON lines.")
     return rows
 
 

@@ -388,18 +388,14 @@ def _load_columns(path: Path, text: str) -> list[NerSentence]:
 
 
 def _load_jsonl(path: Path, text: str) -> list[NerSentence]:
+    from app.core.eval import json_lines
+
+    example = '{"tokens": ["John", "lives"], "ner_tags": ["B-PER", "O"]}'
     sentences = []
-    for n, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}, line {n}, column {e.colno}: malformed JSON ({e.msg}).") from e
-        words, tags = (obj.get("tokens"), obj.get("ner_tags")) if isinstance(obj, dict) else (None, None)
+    for n, obj in json_lines(path, text, example):
+        words, tags = obj.get("tokens"), obj.get("ner_tags")
         if not isinstance(words, list) or not isinstance(tags, list) or not all(isinstance(w, str) for w in words):
-            raise InputError(f"{path}, line {n}: each line must be a JSON object like "
-                             '{"tokens": ["John", "lives"], "ner_tags": ["B-PER", "O"]}.')
+            raise InputError(f"{path}, line {n}: each line must be a JSON object like {example}.")
         if len(words) != len(tags):
             raise InputError(f"{path}, line {n}: {len(words)} tokens but {len(tags)} ner_tags; give one tag a token.")
         if not words or words[0] == "-DOCSTART-":
