@@ -54,10 +54,10 @@ class Task:
     output_names: ClassVar[tuple[str, ...]]
     # metric key → (display name, factor to percent or points); the first is the headline metric
     metrics: ClassVar[dict[str, tuple[str, float]]] = {}
-    agreement_words: ClassVar[str] = "same answer"
+    agreement_words: ClassVar[str] = "same answer"  # "FP32 and INT8 give the <words> on 99% of examples"
     data_formats: ClassVar[str] = ""  # the labelled files `load_data` reads, as a file-dialog filter
     data_folders: ClassVar[str] = ""  # the folders it reads too, in words ("A BEIR folder"); "" when none
-    whole_set_agreement: ClassVar[bool] = False  # the guard's agreement compares examples with each other  # "FP32 and INT8 give the <words> on 99% of examples"
+    whole_set_agreement: ClassVar[bool] = False  # the guard's agreement compares examples with each other
 
     # --- export ---------------------------------------------------------------------------------
     def head_config(self, folder: Path) -> Any:

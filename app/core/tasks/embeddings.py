@@ -675,7 +675,7 @@ class EmbeddingsTask(Task):
         from app.core.tasks.classification import read_lines
 
         if path is None:  # sentences and questions, so neighbours are about the same thing
-            texts = list(SENTENCES) + [q for _, questions in QA_EXAMPLES for q in questions] + [c for c, _ in QA_EXAMPLES]
+            texts = [*SENTENCES, *(q for _, questions in QA_EXAMPLES for q in questions), *(c for c, _ in QA_EXAMPLES)]
             return texts, f"built-in, {len(texts)} sentences"
         texts = read_lines(path)
         return texts, f"{Path(path).name}, {len(texts)} texts"
@@ -709,11 +709,11 @@ class EmbeddingsTask(Task):
 
     def result_rows(self, fp32_result, int8_result):
         if fp32_result.query is not None:
-            rows = [(f"#{i + 1}", *[f"{r.hits[i].score:.4f} {r.hits[i].text[:40]!r}" for r in (fp32_result, int8_result)])
-                    for i in range(len(fp32_result.hits))]
+            rows = [(f"#{i + 1}", *[f"{r.hits[i].score:.4f} {r.hits[i].text[:40]!r}"
+                                    for r in (fp32_result, int8_result)]) for i in range(len(fp32_result.hits))]
         else:
             n = len(fp32_result.texts)
-            rows = [(f"text {i + 1} ~ {j + 1}", f"{fp32_result.similarity[i, j]:.4f}", f"{int8_result.similarity[i, j]:.4f}")
+            rows = [(f"text {i + 1} ~ {j + 1}", *(f"{r.similarity[i, j]:.4f}" for r in (fp32_result, int8_result)))
                     for i in range(n) for j in range(i + 1, n)]
             if n == 1:
                 rows = [("dimensions", str(fp32_result.vectors.shape[1]), str(int8_result.vectors.shape[1])),
