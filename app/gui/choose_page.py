@@ -18,13 +18,6 @@ log = logging.getLogger(__name__)
 CURATED = Path(__file__).resolve().parents[2] / "models" / "curated.json"
 
 
-def task_title(name: str) -> str:
-    """'token-classification' → 'Named entities', as the task plug-in says it."""
-    from app.core.tasks import TASKS, get_task
-
-    return get_task(name).title if name in TASKS else name
-
-
 def load_curated(path: Path = CURATED) -> list[dict]:
     try:
         return list(json.loads(path.read_text(encoding="utf-8"))["models"])
@@ -94,7 +87,7 @@ class ChoosePage(QWidget):
             title = _item(m.get("title", m["id"]), m["id"])
             title.setToolTip(m["id"])
             self.curated_table.setItem(r, 0, title)
-            self.curated_table.setItem(r, 1, _item(task_title(m.get("task", ""))))
+            self.curated_table.setItem(r, 1, _item(widgets.task_title(m.get("task", ""))))
             self.curated_table.setItem(r, 2, _item(f"{m.get('note', '')}  ({m['id']})"))
         self._wire(self.curated_table)
         self.tabs.addTab(self.curated_table, "Suggested")
@@ -251,7 +244,7 @@ class ChoosePage(QWidget):
             r = t.rowCount()
             t.insertRow(r)
             t.setItem(r, 0, _item(h.repo_id, h.repo_id))
-            t.setItem(r, 1, _item(task_title(h.task)))
+            t.setItem(r, 1, _item(widgets.task_title(h.task)))
             downloads = _item(f"{h.downloads:,}")
             downloads.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
             t.setItem(r, 2, downloads)

@@ -308,7 +308,7 @@ class ConvertPage(QWidget):
         quant = quant if isinstance(quant, dict) else {}
         explanation = str(quant.get("explanation") or "")
         agreement = ((quant.get("chosen") or {}).get("agreement") or {}).get("agreement")
-        task = str(entry.task).replace("-", " ").capitalize()
+        task = widgets.task_title(entry.task)
         if entry.int8_dir is None:
             headline = f"{entry.name} ({task.lower()}) is ready, in FP32 only"
             figures = [(widgets.human_bytes(fp32), "FP32 model"), ("Not kept", "INT8 changed the answers too much")]

@@ -70,7 +70,7 @@ class LibraryPage(QWidget):
             name.setData(Qt.UserRole, e)
             name.setToolTip(str(e.path))
             t.setItem(r, 0, name)
-            t.setItem(r, 1, QTableWidgetItem(str(e.task).replace("-", " ").capitalize()))
+            t.setItem(r, 1, QTableWidgetItem(widgets.task_title(e.task)))
             t.setItem(r, 2, QTableWidgetItem((e.revision or "local")[:10]))
             t.setItem(r, 3, QTableWidgetItem(widgets.human_bytes(folder_bytes(e.fp32_dir))))
             t.setItem(r, 4, QTableWidgetItem(widgets.human_bytes(folder_bytes(e.int8_dir)) if e.int8_dir

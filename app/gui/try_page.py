@@ -201,7 +201,7 @@ class TryPage(QWidget):
     def _entries_changed(self, entries) -> None:
         self.model_combo.clear()
         for e in entries:
-            self.model_combo.addItem(f"{entry_label(e)}  ({str(e.task).replace('-', ' ')})", e)
+            self.model_combo.addItem(f"{entry_label(e)}  ({widgets.task_title(e.task).lower()})", e)
         if not entries:
             self.model_combo.addItem("No converted models yet")
         self._select_in_combo()

@@ -28,6 +28,9 @@ SAMPLE_QUERY = "How do plants get their energy?"
 # Entity-type colours, readable with dark text in both themes; types beyond these reuse them in turn.
 ENTITY_COLORS = ("#a9c4ee", "#f5c39e", "#b9e3c6", "#e7b8e0", "#f3e29b", "#c9c1f0", "#f2b3b3")
 DIFFERENT = "#b5472f"
+# Plain words for the usual entity types (CoNLL, OntoNotes); other types are shown as the model names them.
+TYPE_WORDS = {"PER": "a person", "ORG": "an organisation", "LOC": "a place", "MISC": "another name (event, "
+              "nationality, work…)", "GPE": "a country, city or state", "DATE": "a date", "MONEY": "an amount of money"}
 
 
 def entity_type(label: str) -> str:
@@ -47,7 +50,7 @@ def highlight_entities(text: str, entities, colors: dict[str, str], different: s
         outline = f"border: 2px solid {DIFFERENT}; " if (e.label, e.start, e.end) in different else ""
         out.append(html.escape(text[pos:e.start]))
         out.append(f"<span style='background:{color}; color:#111; {outline}'>{html.escape(text[e.start:e.end])}"
-                   f"<sub style='font-size:small'> {html.escape(kind)}</sub></span>")
+                   f"<span style='font-size:8pt; font-weight:600'> {html.escape(kind)}</span></span>")
         pos = e.end
     out.append(html.escape(text[pos:]))
     return f"<p style='line-height: 170%'>{''.join(out)}</p>"
@@ -90,6 +93,8 @@ class EntitiesView(QWidget):
         self.status = widgets.label("", "muted", wrap=True)
         row.addWidget(self.status, 1)
         lay.addLayout(row)
+        self.legend = widgets.label("", "muted", wrap=True)
+        lay.addWidget(self.legend)
         columns = QHBoxLayout()
         self.views = {}
         for key, name, color in (("fp32", "FP32 (original)", widgets.FP32_COLOR),
@@ -106,6 +111,7 @@ class EntitiesView(QWidget):
 
     def clear(self) -> None:
         self.status.setText("")
+        self.legend.setText("")
         for view in self.views.values():
             view.clear()
         self.table.setRowCount(0)
@@ -130,6 +136,9 @@ class EntitiesView(QWidget):
         only = {"fp32": spans["fp32"] - spans["int8"], "int8": spans["int8"] - spans["fp32"]} if b is not None else \
             {"fp32": set(), "int8": set()}
         colors: dict[str, str] = {}
+        kinds = sorted({entity_type(e.label) for e in [*a, *(b or [])]})
+        legend = [f"{k}: {TYPE_WORDS.get(k, k)}" for k in kinds]
+        self.legend.setText(" · ".join(legend + (["outlined in red: found by one model only"] if b is not None else [])))
         self.views["fp32"].setHtml(highlight_entities(text, a, colors, only["fp32"]))
         if b is None:
             self.views["int8"].setHtml("<p>INT8 was not kept for this model (the accuracy guard kept FP32).</p>")

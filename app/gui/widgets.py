@@ -20,6 +20,13 @@ ACCENT = "#2f7d6d"
 # --- formatting ---------------------------------------------------------------------------------------------
 
 
+def task_title(name: str) -> str:
+    """'token-classification' → 'Named entities', as the task plug-in says it."""
+    from app.core.tasks import TASKS, get_task
+
+    return get_task(name).title if name in TASKS else name
+
+
 def human_bytes(n: float | None) -> str:
     if n is None:
         return "–"
