@@ -171,7 +171,11 @@ def _cmd_eval(args) -> int:
     rows.append(("ms/example", f"{result.fp32.mean_latency_ms:.2f}", f"{result.int8.mean_latency_ms:.2f}", ""))
     for name, *cells in rows:
         print(f"{name:<14}" + "".join(f"{c:>12}" for c in cells))
-    print(f"agreement: {100 * result.agreement:.2f}% {task.agreement_words} ({result.n_disagreements} disagreements)")
+    means = result.details.get("agreement_means")
+    print(f"agreement: {100 * result.agreement:.2f}% " + (f"of {means}" if means else task.agreement_words)
+          + f" ({result.n_disagreements} disagreements)")
+    for warning in result.details.get("data_warnings") or ():
+        print(f"warning: {warning}")
     if result.labels_matched_by:
         print(f"gold labels matched to the model's labels by {result.labels_matched_by}")
     for d in result.disagreements[: args.show]:
