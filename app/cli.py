@@ -219,6 +219,8 @@ def _cmd_convert(args) -> int:
     print(f"  FP32 {files['fp32_bytes'] / 1e6:.1f} MB"
           + (f", INT8 {files['int8_bytes'] / 1e6:.1f} MB" if entry.int8_dir else ""))
     print("  fusions: " + ", ".join(f"{n} {op}" for op, n in entry.manifest["optimize"]["fusions"].items()))
+    if isinstance(entry.manifest.get("head"), dict) and entry.manifest["head"].get("description"):
+        print(f"  head: {entry.manifest['head']['description']}")
     print(f"  accuracy guard ({q['calibration']}): {q['explanation']}")
     for c in q["candidates"]:
         a = c["agreement"]

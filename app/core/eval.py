@@ -1,4 +1,5 @@
-"""Evaluate FP32 and INT8 side by side on labelled data: classification files and SQuAD.
+"""Evaluate FP32 and INT8 side by side on labelled data: what every task shares (results, disagreements, file
+reading), the dispatch to the task plug-ins, and the classification and SQuAD formats and metrics.
 
 `load_data(path)` reads GLUE TSV, CSV or JSONL (text[, text_pair], label; columns detected or named) or
 SQuAD v1.1/v2.0 JSON, checking every row first: a bad file raises `InputError` naming the file, line and

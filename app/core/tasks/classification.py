@@ -1,4 +1,5 @@
-"""Text classification post-processing, as transformers' text-classification pipeline does it.
+"""Text classification: the task plug-in (first-token head, calibration, label agreement, predict, eval) and its
+post-processing, as transformers' text-classification pipeline does it.
 
 Logits → scores with softmax (single-label), sigmoid (multi-label or a single output) or nothing (regression),
 labels from the model's id2label, sorted best first and cut to top-k. Pre-processing is the tokenizer's

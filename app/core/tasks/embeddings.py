@@ -67,7 +67,7 @@ class Pooling:
         return how
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return asdict(self) | {"description": self.describe()}
 
 
 def _json(path: Path):

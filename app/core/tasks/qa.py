@@ -1,4 +1,5 @@
-"""Extractive question answering pre/post-processing, following transformers' question-answering pipeline
+"""Extractive question answering: the task plug-in (span head, calibration, span agreement, predict, SQuAD eval)
+and its pre/post-processing, following transformers' question-answering pipeline
 (v4.4x, the last one that shipped it) step for step, so answers and spans match it exactly.
 
   question + context ──tokenizer(only_second, max_seq_len, stride, overflow)──▶ windows
