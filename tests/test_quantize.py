@@ -268,3 +268,20 @@ def test_real_sst2_guard_keeps_99_5_percent_agreement(tmp_path):
     agreement = validate(entry.int8_dir / "model.onnx", cal, spec=spec)
     assert agreement.agreement >= 0.995, agreement
     assert entry.manifest["files"]["int8_bytes"] <= 0.27 * entry.manifest["files"]["fp32_bytes"]
+
+
+def test_the_guard_measures_entities_and_embeddings_their_own_way(tiny_models, tmp_path):
+    """NER: identical entity spans; embeddings: the same nearest neighbour over the whole calibration set."""
+    ner = _convert(tiny_models("bert", "token-classification"), tmp_path / "ner", force=QuantizeConfig())
+    spec = load_spec(ner.fp32_dir)
+    cal = build_calibration(ner.fp32_dir, spec)
+    assert cal.description.startswith("built-in, ") and "sentences" in cal.description
+    collect(ner.fp32_dir / "model.onnx", cal)
+    assert validate(ner.fp32_dir / "model.onnx", cal, spec=spec).agreement == 1.0  # FP32 against itself
+    emb = _convert(tiny_models("bert", "base"), tmp_path / "emb", force=QuantizeConfig())
+    assert emb.manifest["head"]["mode"] == "mean" and "default" in emb.manifest["head"]["description"]
+    spec = load_spec(emb.fp32_dir)
+    cal = build_calibration(emb.fp32_dir, spec)
+    collect(emb.fp32_dir / "model.onnx", cal)
+    whole = validate(emb.int8_dir / "model.onnx", cal, spec=spec, target=GuardTarget(min_agreement=1.0))
+    assert whole.examples == len(cal.feeds)  # no early stop: neighbours need every example

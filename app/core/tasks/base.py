@@ -74,8 +74,8 @@ class Task:
         raise NotImplementedError
 
     def calibration_feeds(self, tokenizer, spec, examples: list, max_length: int) -> list[dict[str, np.ndarray]]:
-        """One feed per example (dynamic INT8 takes one activation range per call)."""
-        raise NotImplementedError
+        """One feed per example (dynamic INT8 takes one activation range per call); here, examples are texts."""
+        return [tokenizer.batch([t], max_length=max_length)[0].feeds(spec.input_names) for t in examples]
 
     def agreement(self, spec, reference: list[dict], outputs: list[dict],
                   feeds: list[dict]) -> tuple[list[bool], list[float]]:

@@ -680,9 +680,6 @@ class EmbeddingsTask(Task):
         texts = read_lines(path)
         return texts, f"{Path(path).name}, {len(texts)} texts"
 
-    def calibration_feeds(self, tokenizer, spec, examples: list, max_length: int) -> list[dict]:
-        return [tokenizer.batch([t], max_length=max_length)[0].feeds(spec.input_names) for t in examples]
-
     def agreement(self, spec, reference, outputs, feeds):
         # A different neighbour that FP32 scores within 0.01 of its own best is a near-tie, not a changed answer.
         return guard_agreement(reference, outputs, tolerance=0.01)

@@ -580,9 +580,6 @@ class TokenClassificationTask(Task):
         data = load_conll(path)
         return [" ".join(s.words) for s in data.sentences], f"{Path(path).name}, {len(data.sentences)} sentences"
 
-    def calibration_feeds(self, tokenizer, spec, examples: list, max_length: int) -> list[dict]:
-        return [tokenizer.batch([t], max_length=max_length)[0].feeds(spec.input_names) for t in examples]
-
     def agreement(self, spec, reference, outputs, feeds):
         return guard_agreement(reference, outputs, feeds, spec.labels)
 
