@@ -11,6 +11,7 @@ A task module defines one subclass and `TASK = ThatTask()`; `app.core.tasks.TASK
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -43,7 +44,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-class Task:
+class Task(ABC):
+    """A task plug-in; a subclass missing one of the abstract methods cannot be instantiated."""
+
     name: ClassVar[str]  # "text-classification"
     title: ClassVar[str]  # "Text classification", as the GUI and reports say it
     view: ClassVar[str]  # the GUI's Try-it view: "classification", "qa", "entities", "search"
@@ -64,44 +67,49 @@ class Task:
         """What the head needs from the model folder beyond config.json (e.g. pooling); recorded in the manifest."""
         return None
 
+    @abstractmethod
     def build_head(self, builder, x: str) -> None:
         """Emit the graph outputs from the encoder's last hidden state `x` [B, S, H]."""
-        raise NotImplementedError
 
     # --- the accuracy guard ---------------------------------------------------------------------
+    @abstractmethod
     def calibration_examples(self, path: Path | None) -> tuple[list, str]:
         """Built-in examples (path None) or the user's file → (examples, description)."""
-        raise NotImplementedError
 
     def calibration_feeds(self, tokenizer, spec, examples: list, max_length: int) -> list[dict[str, np.ndarray]]:
         """One feed per example (dynamic INT8 takes one activation range per call); here, examples are texts."""
         return [tokenizer.batch([t], max_length=max_length)[0].feeds(spec.input_names) for t in examples]
 
+    @abstractmethod
     def agreement(self, spec, reference: list[dict], outputs: list[dict],
                   feeds: list[dict]) -> tuple[list[bool], list[float]]:
         """Per calibration example: does INT8 give the same answer as FP32, and the cosine of their scores."""
-        raise NotImplementedError
 
     # --- predict (Try it, `predict`) -------------------------------------------------------------
     def check(self, request: PredictRequest) -> None:
         """Raise InputError when the request lacks what this task needs."""
 
+    @abstractmethod
     def predict(self, runner, request: PredictRequest):
-        raise NotImplementedError
+        """The task's answer for one model (a runner) to what the user typed."""
 
+    @abstractmethod
     def agree(self, fp32_result, int8_result) -> bool:
-        raise NotImplementedError
+        """Do the two models give the same answer, as this task counts it."""
 
+    @abstractmethod
     def result_json(self, result) -> Any:
-        raise NotImplementedError
+        """One model's answer for `--json`."""
 
+    @abstractmethod
     def result_rows(self, fp32_result, int8_result) -> list[tuple[str, str, str]]:
         """(name, FP32 cell, INT8 cell) rows for the command line's side-by-side table."""
-        raise NotImplementedError
 
     # --- eval -------------------------------------------------------------------------------------
+    @abstractmethod
     def load_data(self, path: Path, **options):
-        raise NotImplementedError
+        """A labelled file (or folder) in a format this task evaluates on; InputError naming file and line."""
 
+    @abstractmethod
     def evaluate(self, fp32_runner, int8_runner, data, *, limit=None, progress=None, cancel=None):
-        raise NotImplementedError
+        """Both models on `data`: metrics, agreement and disagreements as an `EvalResult`."""
