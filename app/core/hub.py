@@ -528,7 +528,6 @@ def _reason(e: BaseException) -> str:
 # Search (the GUI's "Choose a model" page)
 
 
-
 @dataclass(frozen=True)
 class HubModel:
     """One search hit, with whether Pocket NLP can convert it and, if not, why (in plain words)."""

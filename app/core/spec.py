@@ -20,7 +20,7 @@ def supported_architectures() -> list[str]:
     from app.core.export.families import FAMILIES
     from app.core.tasks import all_tasks
 
-    heads = [h for t in all_tasks() for h in t.architecture_suffixes if h not in t.pretraining_suffixes]
+    heads = [h for t in all_tasks() for h in t.architecture_suffixes]
     return [prefix + h for family in dict.fromkeys(FAMILIES.values())
             for prefix in family.class_prefixes.values() for h in heads]
 
@@ -44,7 +44,6 @@ class ModelSpec:
     layer_norm_eps: float
     hidden_act: str
     pad_token_id: int
-    head_activation: str  # activation inside the classification head ("tanh", "gelu", "relu", "none")
 
     @property
     def family_class(self):
@@ -148,7 +147,7 @@ def spec_from_config(config: dict, *, where: str = "config.json") -> ModelSpec:
     return ModelSpec(model_type=model_type, family=family.__module__.rsplit(".", 1)[-1],
                      architecture=architecture or "base model", task=task, labels=labels, multi_label=multi_label,
                      vocab_size=vocab_size, max_position_embeddings=max_positions, pad_token_id=pad_token_id,
-                     head_activation=family.head_activation, **dims)
+                     **dims)
 
 
 def load_spec(folder: Path) -> ModelSpec:

@@ -18,7 +18,7 @@ import numpy as np
 from app.core.errors import InputError
 from app.core.export.families.base import BATCH
 from app.core.spec import ModelSpec
-from app.core.tasks.base import PredictRequest, Task, cosine, softmax
+from app.core.tasks.base import PredictRequest, Task, cosine
 
 Activation = Literal["softmax", "sigmoid", "none"]
 
@@ -149,13 +149,13 @@ class ClassificationTask(Task):
 
     def agreement(self, spec, reference, outputs, feeds):
         multi_label = bool(spec is not None and spec.multi_label)
+        # Scores, as users see them: cosine on raw logits is meaningless when logits are near 0.
+        activation = "sigmoid" if multi_label else "softmax"
         same, cos = [], []
         for ref, out in zip(reference, outputs):
             a, b = ref["logits"], out["logits"]  # (batch, labels)
             same += list(((a > 0) == (b > 0)).all(-1) if multi_label else a.argmax(-1) == b.argmax(-1))
-            # Scores, as users see them: cosine on raw logits is meaningless when logits are near 0.
-            score = (lambda z: 1 / (1 + np.exp(-z))) if multi_label else softmax
-            cos += list(cosine(score(a), score(b)))
+            cos += list(cosine(scores_from_logits(a, activation), scores_from_logits(b, activation)))
         return same, cos
 
     def check(self, request: PredictRequest) -> None:

@@ -34,7 +34,7 @@ from app.core.eval import (MAX_DISAGREEMENTS, Disagreement, EvalResult, ModelEva
                            json_lines)
 from app.core.export.families.base import BATCH, SEQ
 from app.core.progress import ProgressFn, check_cancel, report
-from app.core.tasks.base import PredictRequest, Task
+from app.core.tasks.base import PredictRequest, Task, cosine
 
 log = logging.getLogger(__name__)
 
@@ -260,10 +260,6 @@ def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _unit(a) @ _unit(b).T  # (n, m)
 
 
-def _cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (_unit(a) * _unit(b)).sum(-1)  # (n,)
-
-
 @dataclass(frozen=True)
 class Hit:
     index: int
@@ -300,13 +296,13 @@ def guard_agreement(reference: list[dict], outputs: list[dict], *,
     if a.shape != b.shape:
         raise ValueError(f"FP32 embeddings {a.shape} vs INT8 {b.shape}: not the same examples")
     if len(a) < 2:
-        return [True] * len(a), _cosine_rows(a, b).tolist()
+        return [True] * len(a), cosine(a, b).tolist()
     sa, sb = cosine_matrix(a, a), cosine_matrix(b, b)  # (n, n)
     np.fill_diagonal(sa, -np.inf)
     np.fill_diagonal(sb, -np.inf)
     rows, best, chosen = np.arange(len(a)), sa.argmax(1), sb.argmax(1)  # (n,)
     same = (best == chosen) | (sa[rows, best] - sa[rows, chosen] <= tolerance)
-    return same.tolist(), _cosine_rows(a, b).tolist()
+    return same.tolist(), cosine(a, b).tolist()
 
 
 # --- data ----------------------------------------------------------------------------------------------------
@@ -582,7 +578,7 @@ def _evaluate_retrieval(runners, data: RetrievalData, limit, progress, cancel) -
         disagreements=tuple(disagreements[:MAX_DISAGREEMENTS]), n_disagreements=len(disagreements),
         details={"embedding_eval": "retrieval", "corpus_documents": len(doc_ids),
                  "agreement_means": "queries whose top-1 document is the same under INT8 as under FP32",
-                 "mean_cosine_fp32_int8": float(_cosine_rows(emb.vectors["fp32"], emb.vectors["int8"]).mean()),
+                 "mean_cosine_fp32_int8": float(cosine(emb.vectors["fp32"], emb.vectors["int8"]).mean()),
                  "truncated_texts": emb.truncated, "max_tokens": emb.window, "data_warnings": list(data.warnings)})
 
 
@@ -592,7 +588,7 @@ def _evaluate_sts(runners, data: StsData, limit, progress, cancel) -> EvalResult
     row = {s: i for i, s in enumerate(unique)}
     emb = _embed_both(runners, unique, progress, cancel)
     first, second = [row[p[0]] for p in pairs], [row[p[1]] for p in pairs]
-    cos = {name: _cosine_rows(v[first], v[second]) for name, v in emb.vectors.items()}  # (pairs,)
+    cos = {name: cosine(v[first], v[second]) for name, v in emb.vectors.items()}  # (pairs,)
     gold = [p[2] for p in pairs]
     metrics = {name: {"spearman": 100 * spearman(c, gold)} for name, c in cos.items()}
     differ = np.abs(cos["fp32"] - cos["int8"]) >= 0.01  # (pairs,)
@@ -606,7 +602,7 @@ def _evaluate_sts(runners, data: StsData, limit, progress, cancel) -> EvalResult
         n_disagreements=len(disagreements),
         details={"embedding_eval": "sts",
                  "agreement_means": "pairs whose cosine similarity differs by < 0.01 between FP32 and INT8",
-                 "mean_cosine_fp32_int8": float(_cosine_rows(emb.vectors["fp32"], emb.vectors["int8"]).mean()),
+                 "mean_cosine_fp32_int8": float(cosine(emb.vectors["fp32"], emb.vectors["int8"]).mean()),
                  "truncated_texts": emb.truncated, "max_tokens": emb.window})
 
 

@@ -35,7 +35,7 @@ from tokenizers.models import Unigram
 from app.core.errors import InputError, UnsupportedModelError
 from app.core.export.families.base import BATCH, SEQ
 from app.core.progress import ProgressFn, check_cancel, report
-from app.core.tasks.base import PredictRequest, Task
+from app.core.tasks.base import PredictRequest, Task, cosine, softmax
 from app.core.tasks.tokenizer import TextTokenizer, arrays_from
 
 Aggregation = Literal["none", "simple", "first", "average", "max"]
@@ -102,11 +102,6 @@ def _logits(runner, window: Encoding) -> tuple[np.ndarray, float]:
     """One window through the model: (seq, labels) float32 logits and the ms of the call."""
     outputs, ms = runner.run(arrays_from([window], runner.tokenizer.pad_token_id).feeds(runner.input_names))
     return np.asarray(outputs["logits"][0], dtype=np.float32), ms  # (seq, labels)
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(-1, keepdims=True))  # (seq, labels)
-    return shifted / shifted.sum(-1, keepdims=True)  # (seq, labels)
 
 
 # --- post-processing (the pipeline's gather_pre_entities, aggregate, group_entities) -------------------------
@@ -235,7 +230,7 @@ def postprocess(encodings: list[Encoding], logits: np.ndarray, text: str, labels
                                                                                  window.special_tokens_mask)):
             raise UnsupportedModelError(f"Aggregation {strategy!r} needs a tokenizer that knows words; this one "
                                         "gives tokens without word ids. Use aggregation 'simple'.")
-        scores = _softmax(np.asarray(logits[k, :n], dtype=np.float32))  # (seq, labels)
+        scores = softmax(np.asarray(logits[k, :n], dtype=np.float32))  # (seq, labels)
         grouped = _aggregate(_gather(window, scores, text, tokenizer, first_index), strategy, labels, tokenizer)
         found += [e for e in grouped if e.label not in ignore_labels]
         first_index += n - sum(window.special_tokens_mask) - stride  # the next window starts `stride` back
@@ -293,7 +288,7 @@ def guard_agreement(reference: list[dict], outputs: list[dict], feeds: list[dict
     """Per example row: are the FP32 and INT8 entity sets identical, and the mean per-token cosine of their
     softmax scores over real tokens. The first and last real tokens (CLS/<s> and SEP/</s> in every family)
     are no part of any entity."""
-    same, cosine = [], []
+    same, cos = [], []
     for ref, out, feed in zip(reference, outputs, feeds):
         masks = np.asarray(feed["attention_mask"]).astype(bool)  # (rows, seq)
         for a, b, mask in zip(ref["logits"], out["logits"], masks):
@@ -302,10 +297,9 @@ def guard_agreement(reference: list[dict], outputs: list[dict], feeds: list[dict
             real = np.flatnonzero(mask)
             inner[real[[0, -1]] if len(real) else []] = False
             same.append(token_spans(a.argmax(-1), labels, inner) == token_spans(b.argmax(-1), labels, inner))
-            x, y = _softmax(a[mask]), _softmax(b[mask])  # (tokens, labels)
-            cos = (x * y).sum(-1) / np.maximum(np.linalg.norm(x, axis=-1) * np.linalg.norm(y, axis=-1), 1e-12)
-            cosine.append(float(cos.mean()) if len(cos) else 1.0)
-    return same, cosine
+            per_token = cosine(softmax(a[mask]), softmax(b[mask]))  # (tokens,)
+            cos.append(float(per_token.mean()) if len(per_token) else 1.0)
+    return same, cos
 
 
 # --- labelled data -------------------------------------------------------------------------------------------
@@ -479,7 +473,7 @@ def word_tags(runner, words: tuple[str, ...] | list[str], *,
     for k, window in enumerate(windows(runner.tokenizer, text, stride=stride)):
         logits, ms = _logits(runner, window)
         total_ms += ms
-        scores = _softmax(logits)  # (seq, labels)
+        scores = softmax(logits)  # (seq, labels)
         content = [i for i, s in enumerate(window.special_tokens_mask) if not s]
         seen = set()
         for i in content:

@@ -49,7 +49,6 @@ class EncoderFamily:
     class_prefixes: ClassVar[dict[str, str]] = {"bert": "Bert"}  # model_type → transformers class-name prefix
     uses_token_types: ClassVar[bool] = True  # token_type_ids is a graph input
     default_pad_token_id: ClassVar[int] = 0
-    head_activation: ClassVar[str] = "tanh"  # inside the sequence-classification head
     special_tokens: ClassVar[dict[str, str]] = BERT_SPECIAL_TOKENS  # tokenizer defaults
     # --- weight names ---------------------------------------------------------------------------------
     prefix: ClassVar[str] = "bert."
@@ -77,7 +76,6 @@ class EncoderFamily:
         self.head_config = head_config  # what the task read from the model folder (e.g. the pooling)
         self.g = Graph(spec.architecture, opset, contrib=fused)
         self.problems: list[str] = []
-        self.names = self.layer_names
         candidates = [self.prefix, ""]
         found = [p for p in candidates if self._find(p + "embeddings.word_embeddings.weight")]
         if not found:
@@ -202,7 +200,7 @@ class EncoderFamily:
     def block(self, x: str, mask: str, i: int) -> str:
         """One post-norm transformer layer."""
         #  x ─ attention ─ Linear(o) ─ Add(x) ─ LayerNorm ─ feed_forward ─ Linear(ff2) ─ Add ─ LayerNorm ─►
-        s, n = self.spec, self.names
+        s, n = self.spec, self.layer_names
         key = self.prefix + n["layer"].format(i=i)
         path = f"/encoder/layer.{i}"
         h = s.hidden_size
@@ -217,7 +215,7 @@ class EncoderFamily:
         if self.fused:
             return self._fused_attention(x, mask, key, path)
         #  x ─ q,k,v Linear ─ split heads ─ MatMul(q,kᵀ)·1/√d + mask ─ Softmax ─ MatMul(v) ─ merge heads ─►
-        s, g, n = self.spec, self.g, self.names
+        s, g, n = self.spec, self.g, self.layer_names
         h, heads = s.hidden_size, s.num_heads
         d = h // heads
         split = g.const([0, 0, heads, d])
@@ -238,7 +236,7 @@ class EncoderFamily:
 
     def _fused_attention(self, x: str, mask: str, key: str, path: str) -> str:
         #  x ─ MatMul(Wqkv) ─ Split ─ MultiHeadAttention(+bqkv, mask) ─►
-        s, g, n = self.spec, self.g, self.names
+        s, g, n = self.spec, self.g, self.layer_names
         h = s.hidden_size
         parts = [key + n[p] + ".weight" for p in "qkv"]
         for p in parts:
@@ -255,7 +253,7 @@ class EncoderFamily:
 
     def feed_forward(self, x: str, key: str, path: str) -> str:
         """The first feed-forward Linear and its activation (the second Linear is the residual block's)."""
-        s, g, n = self.spec, self.g, self.names
+        s, g, n = self.spec, self.g, self.layer_names
         h, ff = s.hidden_size, s.intermediate_size
         if not self.fused:
             return self.activation(self.linear(x, key + n["ff1"], h, ff, f"{path}/ffn/in"), s.hidden_act,
@@ -285,11 +283,11 @@ class EncoderFamily:
                                  "/pooler/act")
         return self.linear(pooled, "classifier", h, num_labels, "/classifier")
 
-    def dense_head(self, cls: str, num_labels: int) -> str:
+    def dense_head(self, cls: str, num_labels: int, activation: str) -> str:
         """RoBERTa's and ELECTRA's classification head: dense + activation, then out_proj."""
         h = self.spec.hidden_size
-        dense = self.activation(self.linear(cls, "classifier.dense", h, h, "/classifier/dense"),
-                                self.head_activation, "/classifier/act")
+        dense = self.activation(self.linear(cls, "classifier.dense", h, h, "/classifier/dense"), activation,
+                                "/classifier/act")
         return self.linear(dense, "classifier.out_proj", h, num_labels, "/classifier/out_proj")
 
     def build(self) -> Graph:

@@ -10,7 +10,6 @@ DISTILBERT_LAYER = dict(layer="transformer.layer.{i}.", q="attention.q_lin", k="
 class DistilBert(EncoderFamily):
     class_prefixes = {"distilbert": "DistilBert"}
     uses_token_types = False
-    head_activation = "relu"
     prefix = "distilbert."
     layer_names = DISTILBERT_LAYER
 

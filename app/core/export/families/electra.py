@@ -5,7 +5,6 @@ from app.core.export.families.base import EncoderFamily
 
 class Electra(EncoderFamily):
     class_prefixes = {"electra": "Electra"}
-    head_activation = "gelu"
     prefix = "electra."
 
     def embeddings(self, input_ids: str, token_type_ids: str | None) -> str:
@@ -18,4 +17,4 @@ class Electra(EncoderFamily):
         return x
 
     def sequence_head(self, cls: str, num_labels: int) -> str:
-        return self.dense_head(cls, num_labels)
+        return self.dense_head(cls, num_labels, "gelu")

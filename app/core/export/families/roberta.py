@@ -36,4 +36,4 @@ class Roberta(EncoderFamily):
         return positions, table
 
     def sequence_head(self, cls: str, num_labels: int) -> str:
-        return self.dense_head(cls, num_labels)
+        return self.dense_head(cls, num_labels, "tanh")
