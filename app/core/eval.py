@@ -110,6 +110,14 @@ def _read_text(path: Path) -> str:
                          "Save the file as UTF-8 and try again.") from e
 
 
+def read_lines(path: Path) -> list[str]:
+    """A .txt file's non-empty lines, stripped (a user's calibration texts)."""
+    texts = [t.strip() for t in _read_text(Path(path)).splitlines() if t.strip()]
+    if not texts:
+        raise InputError(f"{path}: no texts (one text per line).")
+    return texts
+
+
 def _pick(names: list[str], given: str | None, candidates: tuple[str, ...], what: str, path: Path,
           *, required: bool, taken: tuple[str | None, ...] = ()) -> str | None:
     if given is not None:

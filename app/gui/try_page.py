@@ -189,7 +189,9 @@ class TryPage(QWidget):
         self.entities_view, self.search_view = EntitiesView(self), SearchView(self)
         self.modes.addWidget(self.entities_view)
         self.modes.addWidget(self.search_view)
-        self.view_index = {"classification": 1, "qa": 2, "entities": 3, "search": 4}  # Task.view → page in `modes`
+        self.view_index = {view: self.modes.indexOf(page) for view, page in  # Task.view → its page in `modes`
+                           (("classification", cls), ("qa", qa), ("entities", self.entities_view),
+                            ("search", self.search_view))}
         self._view_done_fn = None
         lay.addWidget(self.modes, 1)
 

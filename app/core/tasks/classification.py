@@ -92,18 +92,6 @@ def postprocess(logits: np.ndarray, labels: tuple[str, ...], *, activation: Acti
 
 # --- the plug-in ---------------------------------------------------------------------------------------------
 
-def read_lines(path: Path) -> list[str]:
-    """A .txt file's non-empty lines (a user's calibration texts)."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read it as UTF-8 text ({e}).") from e
-    texts = [t.strip() for t in lines if t.strip()]
-    if not texts:
-        raise InputError(f"{path}: no texts (one text per line).")
-    return texts
-
-
 class ClassificationTask(Task):
     name = "text-classification"
     title = "Text classification"
@@ -128,11 +116,11 @@ class ClassificationTask(Task):
         if path is None:
             texts = with_fragments(SENTENCES)
             return [(t, None) for t in texts], f"built-in, {len(texts)} texts and phrases"
+        from app.core.eval import ClassificationData, load_data, read_lines
+
         if Path(path).suffix == ".txt":
             texts = read_lines(path)
             return [(t, None) for t in texts], f"{Path(path).name}, {len(texts)} texts"
-        from app.core.eval import ClassificationData, load_data
-
         data = load_data(path)
         if not isinstance(data, ClassificationData):
             raise InputError(f"{path} is {data.task} data; a text classification model needs texts (.txt, TSV, CSV "

@@ -668,7 +668,7 @@ class EmbeddingsTask(Task):
 
     def calibration_examples(self, path: Path | None) -> tuple[list, str]:
         from app.core.calibration import QA_EXAMPLES, SENTENCES
-        from app.core.tasks.classification import read_lines
+        from app.core.eval import read_lines
 
         if path is None:  # sentences and questions, so neighbours are about the same thing
             texts = [*SENTENCES, *(q for _, questions in QA_EXAMPLES for q in questions), *(c for c, _ in QA_EXAMPLES)]

@@ -563,7 +563,7 @@ class TokenClassificationTask(Task):
 
     def calibration_examples(self, path: Path | None) -> tuple[list, str]:
         from app.core.calibration import QA_EXAMPLES, SENTENCES
-        from app.core.tasks.classification import read_lines
+        from app.core.eval import read_lines
 
         if path is None:  # everyday sentences and encyclopedic ones, full of people, places and organisations
             texts = list(SENTENCES) + [s.strip() + "." for context, _ in QA_EXAMPLES for s in context.split(". ") if s]
