@@ -79,6 +79,7 @@ class FakeRepo:
     refs: dict[str, str] = field(default_factory=dict)  # branch/tag → sha
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)  # sha → files
     access: str = "public"  # "public", "gated" (files 403 GatedRepo), "private" (401 RepoNotFound)
+    pull_requests: list[dict] = field(default_factory=list)  # as /api/models/{repo}/discussions lists them
 
 
 class FakeHub:
@@ -129,6 +130,18 @@ class FakeHub:
         repo.refs[revision] = sha
         return sha
 
+    def add_pull_request(self, repo_id: str, files: dict[str, bytes] | Path, *, author: str = "SFconvertbot",
+                         status: str = "open") -> int:
+        """Open pull request N of repo_id with these files at revision refs/pr/N (the Hub's conversion bot's)."""
+        repo = self.repos[repo_id]
+        num = len(repo.pull_requests) + 1
+        self.add(repo_id, files, revision=f"refs/pr/{num}", access=repo.access)
+        repo.pull_requests.append({"num": num, "title": "Adding `safetensors` variant of this model",
+                                   "author": {"name": author}, "createdAt": "2026-01-01T00:00:00.000Z",
+                                   "status": status, "isPullRequest": True,
+                                   "repo": {"name": repo_id, "type": "model"}})
+        return num
+
     def downloads(self) -> list[str]:
         """Paths of the files fetched with GET (file bodies, not metadata)."""
         return [p.split("/resolve/", 1)[1].split("/", 1)[1] for m, p in self.requests if m == "GET"
@@ -152,6 +165,8 @@ class FakeHub:
             return self._error(h, self.status, "Internal Error", head=head)
         if self.reject_token:
             return self._error(h, 401, None, message="Invalid credentials in Authorization header", head=head)
+        if path.startswith("/api/models/") and path.endswith("/discussions"):
+            return self._discussions(h, path[len("/api/models/"):-len("/discussions")], urlsplit(h.path).query)
         if path.startswith("/api/models/"):
             repo_id, _, rev = path[len("/api/models/"):].partition("/revision/")
             return self._model_info(h, repo_id, rev or "main")
@@ -189,6 +204,23 @@ class FakeHub:
         body = json.dumps({"id": repo_id, "modelId": repo_id, "sha": sha, "private": False,
                            "gated": "manual" if repo.access == "gated" else False, "disabled": False,
                            "tags": [], "siblings": siblings}).encode()
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    def _discussions(self, h, repo_id: str, query: str) -> None:
+        from urllib.parse import parse_qs
+
+        found = self._lookup(h, repo_id, "main")
+        if found is None:
+            return
+        args = {k: v[0] for k, v in parse_qs(query).items()}
+        listed = [d for d in found[0].pull_requests if args.get("status") in (None, "all", d["status"])
+                  and args.get("author") in (None, d["author"]["name"])]
+        body = json.dumps({"discussions": listed, "count": len(listed), "start": 0,
+                           "numClosedDiscussions": 0}).encode()
         h.send_response(200)
         h.send_header("Content-Type", "application/json")
         h.send_header("Content-Length", str(len(body)))

@@ -311,6 +311,21 @@ def test_download_refuses_pickle_and_tf_only_repos(fake_hub, bert_files):
     assert fake_hub.downloads() == []  # refused from the listing alone
 
 
+def test_pickle_only_repo_uses_the_conversion_bots_pull_request(fake_hub, bert_files):
+    no_weights = {k: v for k, v in bert_files.items() if k != "model.safetensors"}
+    fake_hub.add("acme/old", no_weights | {"pytorch_model.bin": b"never read"})
+    fake_hub.add_pull_request("acme/old", no_weights | {"pytorch_model.bin": b"x"}, author="someone")  # not the bot
+    num = fake_hub.add_pull_request("acme/old", bert_files | {"pytorch_model.bin": b"x"})
+    source = resolve("acme/old")
+    assert f"pull request #{num}" in source.notice and "Nothing was unpickled" in source.notice
+    assert [p.name for p in source.weight_files] == ["model.safetensors"]
+    assert "pytorch_model.bin" not in fake_hub.downloads()
+    assert source.revision == fake_hub.repos["acme/old"].refs[f"refs/pr/{num}"]
+    fake_hub.add("acme/older", no_weights | {"pytorch_model.bin": b"x"})  # no pull request: still refused
+    with pytest.raises(UnsupportedModelError, match="never loads pickles"):
+        resolve("acme/older")
+
+
 def test_missing_repo_and_revision(fake_hub, bert_files):
     fake_hub.add(REPO, bert_files)
     with pytest.raises(ModelNotFoundError, match="not found on the Hub") as info:

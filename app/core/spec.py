@@ -7,7 +7,8 @@ validated here so later stages can trust it.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 from pathlib import Path
 
 from app.core.errors import InvalidModelError, UnsupportedModelError
@@ -44,6 +45,9 @@ class ModelSpec:
     layer_norm_eps: float
     hidden_act: str
     pad_token_id: int
+    # family-specific hyper-parameters beyond the common ones (relative positions, rotary θ, ...), read by the
+    # family's `read_dims` under the key "options" and read back by its builder
+    options: dict[str, Any] = field(default_factory=dict, hash=False)
 
     @property
     def family_class(self):
@@ -120,7 +124,7 @@ def spec_from_config(config: dict, *, where: str = "config.json") -> ModelSpec:
     try:
         dims = family.read_dims(config, need)
         vocab_size = int(need("vocab_size"))
-        max_positions = int(need("max_position_embeddings", default=512))
+        max_positions = int(need("max_position_embeddings", "n_positions", default=512))  # n_positions: GPT-2
         pad_token_id = int(config.get("pad_token_id") if config.get("pad_token_id") is not None
                            else family.default_pad_token_id)
     except (TypeError, ValueError) as e:
