@@ -56,6 +56,7 @@ class ProgressBar:
         if self.enabled and self.tty and self.stage is not None:
             self.stream.write("\n")
             self.stream.flush()
+        self.stage = None
 
 
 def _print_json(data) -> None:
@@ -84,14 +85,30 @@ def _cmd_export(args) -> int:
 
 
 def _entry(model: str, bar, *, threads: int | None = None):
-    """MODEL → a store entry: a converted entry (folder or reference), else converted now."""
+    """MODEL → a sound store entry: the one it names or whose content it has, else converted now. Says which
+    entry answers, on stderr."""
     from app.core.store import ConvertConfig, convert, find_entry
 
+    _clean_store()
     entry = find_entry(model)
     if entry is None:
         print(f"Converting {model} first (download, export, quantize)...", file=sys.stderr)
         entry = convert(model, ConvertConfig(threads=threads), progress=bar)
+    bar.close()
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.manifest.get("created", 0)))
+    revision = f", revision {entry.revision[:12]}" if entry.revision else ""
+    print(f"Using {entry.path.name} ({entry.name}{revision}, converted {when})", file=sys.stderr)
     return entry
+
+
+def _clean_store() -> None:
+    """Remove what killed conversions left in the store, and say how much space that gave back."""
+    from app.core.store import clean_leftovers
+
+    removed, reclaimed = clean_leftovers()
+    if removed:
+        print(f"Removed {removed} leftover(s) of interrupted conversions from the store ({reclaimed / 1e6:.1f} MB).",
+              file=sys.stderr)
 
 
 def _load_runner_pair(entry, threads: int | None):
@@ -101,8 +118,38 @@ def _load_runner_pair(entry, threads: int | None):
 
     if entry.int8_dir is None:
         raise QuantizationError(f"{entry.name} has no INT8 model: {entry.summary()} To keep INT8 anyway, run "
-                                f"`python -m app convert {entry.manifest['source']['ref']} --force-int8`.")
+                                f"`python -m app convert {entry.source.get('ref', entry.name)} --force-int8`.")
     return Runner.load(entry.fp32_dir, threads=threads), Runner.load(entry.int8_dir, threads=threads)
+
+
+def _read_text_file(name: str, option: str) -> str:
+    """The whole file (or stdin for '-') as UTF-8 text, for --text-file / --context-file."""
+    from app.core.errors import InputError
+
+    try:
+        data = sys.stdin.buffer.read() if name == "-" else Path(name).expanduser().read_bytes()
+    except OSError as e:
+        raise InputError(f"{option} {name}: cannot be read ({e.strerror or e}).") from e
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{option} {'(stdin)' if name == '-' else name}: not valid UTF-8 at byte {e.start} "
+                         f"({data[e.start:e.start + 1]!r}). Save the file as UTF-8.") from e
+
+
+def _checked_text(value: str | None, option: str) -> str | None:
+    """A text given on the command line; one with bytes that are not UTF-8 (the shell passed them through) is
+    refused by name instead of failing later as "too long"."""
+    from app.core.errors import InputError
+
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(f"{option}: the text is not valid UTF-8 at character {e.start + 1}. Give UTF-8 text, or "
+                         f"put it in a UTF-8 file and use {option}-file.") from e
+    return value
 
 
 def _side_by_side(rows: list[tuple[str, str, str]]) -> None:
@@ -116,17 +163,33 @@ def _cmd_predict(args) -> int:
     from app.core.tasks import get_task
     from app.core.tasks.base import PredictRequest
 
-    request = PredictRequest(texts=tuple(args.text or ()), text_pair=args.text_pair, question=args.question,
-                             context=args.context, query=args.query, top_k=args.top_k,
+    texts = [_checked_text(t, "--text") for t in args.text or ()]
+    texts += [_read_text_file(f, "--text-file") for f in args.text_file or ()]
+    context = _checked_text(args.context, "--context")
+    if args.context_file:
+        context = _read_text_file(args.context_file, "--context-file")
+    request = PredictRequest(texts=tuple(texts), text_pair=_checked_text(args.text_pair, "--text-pair"),
+                             question=_checked_text(args.question, "--question"), context=context, query=args.query, top_k=args.top_k,
                              max_answer_len=args.max_answer_len, allow_no_answer=args.allow_no_answer,
-                             aggregation=args.aggregation)
-    if not request.texts and request.question is None:
-        raise InputError("Give --text (classification, named entities, embeddings) or --question with --context "
-                         "(question answering).")
+                             aggregation=args.aggregation, prompt=args.prompt, max_new_tokens=args.max_new_tokens,
+                             temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    if not request.texts and request.question is None and request.prompt is None:
+        raise InputError("Give --text (classification, named entities, embeddings), --question with --context "
+                         "(question answering) or --prompt (text generation).")
     bar = ProgressBar(sys.stderr, enabled=not args.quiet)
     try:
         entry = _entry(args.model, bar, threads=args.threads)
         task = get_task(entry.task)
+        if args.labels is not None:  # zero-shot: the candidate labels scored by an NLI classifier
+            from dataclasses import asdict
+
+            from app.core.tasks.zero_shot import ZeroShotRequest, parse_labels, require_nli
+
+            require_nli(entry.task, entry.manifest["spec"].get("labels") or (), entry.name)
+            task = get_task("zero-shot-classification")
+            request = ZeroShotRequest(**asdict(request), labels=parse_labels(args.labels),
+                                      hypothesis_template=args.template, multi_label=args.multi_label)
+            task.check(request)  # its own words: the labels and template, not "a zero-shot model ..."
         try:
             task.check(request)
         except InputError as e:
@@ -146,6 +209,8 @@ def _cmd_predict(args) -> int:
 
 def _cmd_eval(args) -> int:
     from app.core.eval import evaluate
+    from app.core.store import save_result
+    from app.core.verdict import verdict
     from app.core.tasks import get_task
 
     bar = ProgressBar(sys.stderr, enabled=not args.quiet)
@@ -153,14 +218,23 @@ def _cmd_eval(args) -> int:
     try:
         entry = _entry(args.model, bar, threads=args.threads)
         task = get_task(entry.task)
+        zero_shot = {}
+        if args.labels is not None:  # zero-shot: the candidate labels scored by an NLI classifier
+            from app.core.tasks.zero_shot import require_nli
+
+            require_nli(entry.task, entry.manifest["spec"].get("labels") or (), entry.name)
+            task, zero_shot = get_task("zero-shot-classification"), {"labels": args.labels, "template": args.template}
         data = task.load_data(Path(args.data), format=args.format, text_column=args.text_column,
-                              pair_column=args.pair_column, label_column=args.label_column)
+                              pair_column=args.pair_column, label_column=args.label_column, **zero_shot)
         fp32, int8 = _load_runner_pair(entry, args.threads)
-        result = evaluate(fp32, int8, data, limit=args.limit, progress=bar, cancel=cancel)
+        result = (task.evaluate if zero_shot else evaluate)(fp32, int8, data, limit=args.limit, progress=bar,
+                                                            cancel=cancel)
     finally:
         bar.close()
+    save_result(entry, evaluation=result.to_dict())
+    judged = verdict(entry.manifest, result.to_dict())
     if args.json:
-        _print_json(result.to_dict())
+        _print_json(result.to_dict() | {"verdict": judged.to_dict()})
         return 0
     print(f"{result.examples} examples from {result.data_path.name} ({result.task})")
     rows = [("", "FP32", "INT8", "INT8-FP32")]
@@ -174,6 +248,11 @@ def _cmd_eval(args) -> int:
     means = result.details.get("agreement_means")
     print(f"agreement: {100 * result.agreement:.2f}% " + (f"of {means}" if means else task.agreement_words)
           + f" ({result.n_disagreements} disagreements)")
+    greedy = result.details.get("greedy_continuation")  # text generation
+    if greedy and greedy["prompts"]:
+        print(f"greedy continuations of {greedy['prompts']} prompts from the file: INT8 follows FP32 for "
+              f"{greedy['mean_tokens_until_difference']:.1f} of {greedy['new_tokens']} tokens on average, "
+              f"{100 * greedy['identical']:.0f}% identical")
     for warning in result.details.get("data_warnings") or ():
         print(f"warning: {warning}")
     if result.labels_matched_by:
@@ -182,6 +261,7 @@ def _cmd_eval(args) -> int:
         text = d.input if len(d.input) <= 70 else d.input[:67] + "..."
         gold = " | ".join(d.gold) if d.gold else "(no answer)"
         print(f"  {d.where}: FP32 {d.fp32!r} vs INT8 {d.int8!r}, gold {gold!r}: {text}")
+    print(f"Verdict: {judged.badge}. {judged.sentence}")
     return 0
 
 
@@ -204,13 +284,15 @@ def _cmd_convert(args) -> int:
     from app.core.store import convert
 
     config = _convert_config(args)
+    _clean_store()
     bar = ProgressBar(sys.stderr, enabled=not args.quiet)
     try:
         entry = convert(args.model, config, progress=bar)
     finally:
         bar.close()
     if args.json:
-        _print_json({"entry": str(entry.path), "summary": entry.summary(), **entry.manifest})
+        _print_json({"entry": str(entry.path), "summary": entry.summary(), **entry.manifest,
+                     "verdict": _entry_verdict(entry).to_dict()})
         return 0
     q = entry.manifest["quantization"]
     files = entry.manifest["files"]
@@ -226,18 +308,31 @@ def _cmd_convert(args) -> int:
         a = c["agreement"]
         mark = "chosen" if q["chosen"] and c["settings"] == q["chosen"]["settings"] else ("ok" if c["passed"] else "below target")
         print(f"    - {c['settings']}: {a['agreement']:.2%} same answer, cosine {a['cosine']:.4f} ({mark})")
+    judged = _entry_verdict(entry)
+    print(f"Verdict: {judged.badge}. {judged.sentence}")
     return 0
+
+
+def _entry_verdict(entry):
+    """The verdict on what is known of an entry: its guard, and the latest evaluation kept with it."""
+    from app.core.store import load_results
+    from app.core.verdict import verdict
+
+    return verdict(entry.manifest, (load_results(entry)["evaluations"] or [None])[0])
 
 
 def _cmd_bench(args) -> int:
     from app.core.bench import BenchConfig, benchmark
+    from app.core.store import save_result
 
     config = BenchConfig(batch=args.batch, seq_len=args.seq_len, runs=args.runs, threads=args.threads)
     bar = ProgressBar(sys.stderr, enabled=not args.quiet)
     try:
-        result = benchmark(_entry(args.model, bar, threads=args.threads), config, progress=bar)
+        entry = _entry(args.model, bar, threads=args.threads)
+        result = benchmark(entry, config, progress=bar)
     finally:
         bar.close()
+    save_result(entry, bench=result.to_dict())
     if args.json:
         _print_json(result.to_dict())
         return 0
@@ -258,16 +353,118 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _zero_shot_arguments(p, *, multi_label: bool) -> None:
+    from app.core.tasks.zero_shot import DEFAULT_TEMPLATE
+
+    zs = p.add_argument_group("zero-shot classification (an NLI classifier, e.g. DeBERTa-v3 MNLI)")
+    zs.add_argument("--labels", help='candidate labels, comma-separated: "sports, politics, science"')
+    zs.add_argument("--template", default=DEFAULT_TEMPLATE,
+                    help=f"the hypothesis, {{}} is the label ({DEFAULT_TEMPLATE!r})")
+    if multi_label:
+        zs.add_argument("--multi-label", action="store_true", help="labels are independent: each scored "
+                                                                   "entailment vs contradiction")
+
+
+def _cmd_list(args) -> int:
+    from app.core.store import list_entries, load_results, store_root
+
+    _clean_store()
+    entries = list_entries()
+    if args.json:
+        _print_json({"store": str(store_root()), "entries": [
+            {"folder": e.path.name, "path": str(e.path), "name": e.name, "task": e.task, "revision": e.revision,
+             "status": "damaged" if e.damaged else "stale" if e.stale else "ok", "problem": e.problem or None,
+             "stale": e.stale or None, "fp32_bytes": e.model_bytes("fp32"), "int8_bytes": e.model_bytes("int8"),
+             "created": e.manifest.get("created"), "results": load_results(e)} for e in entries]})
+        return 0
+    if not entries:
+        print(f"No converted models in {store_root()}. Convert one with `python -m app convert MODEL`.")
+        return 0
+    print(f"{len(entries)} converted model(s) in {store_root()}:")
+    for e in entries:
+        if e.damaged:
+            print(f"  {e.path.name}  DAMAGED: {e.problem}; {e.fix()}")
+            continue
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.manifest.get("created", 0)))
+        int8 = f"INT8 {e.model_bytes('int8') / 1e6:.1f} MB" if e.int8_dir else "INT8 not kept"
+        print(f"  {e.path.name}  {e.name} ({e.task}), FP32 {e.model_bytes('fp32') / 1e6:.1f} MB, {int8}, {when}")
+        if e.stale:
+            print(f"      stale: {e.stale}; `python -m app convert {e.source.get('ref')}` converts it again")
+    return 0
+
+
+def _cmd_delete(args) -> int:
+    from app.core.errors import ModelNotFoundError
+    from app.core.store import delete_entry, list_entries, store_root
+
+    entries = list_entries(staleness=False)
+    for model in args.models:
+        matches = [e for e in entries if model in (e.path.name, str(e.path))
+                   or (Path(model).expanduser().resolve() == e.path.resolve())]
+        if not matches:
+            matches = [e for e in entries if model in (e.name, e.source.get("ref"))]
+        if not matches:
+            raise ModelNotFoundError(f"No converted model {model!r} in {store_root()}. `python -m app list` shows "
+                                     "their folder names.")
+        if len(matches) > 1:
+            raise ModelNotFoundError(f"{model!r} names several converted models "
+                                     f"({', '.join(e.path.name for e in matches)}); give the folder name.")
+        delete_entry(matches[0])
+        entries.remove(matches[0])
+        print(f"Deleted {matches[0].path.name} ({matches[0].name}). The model it came from was not touched.")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from app.core.report import entry_report, write_html, write_json
+
+    bar = ProgressBar(sys.stderr, enabled=not args.quiet)
+    try:
+        entry = _entry(args.model, bar)
+    finally:
+        bar.close()
+    report = entry_report(entry)
+    out = Path(args.out)
+    (write_json if out.suffix.lower() == ".json" else write_html)(report, out)
+    if not report["bench"] and not report["evaluation"]:
+        print("Nothing measured yet for this model: the report shows the conversion only. Run `python -m app bench "
+              "MODEL` and `python -m app eval MODEL --data FILE` first for speed and accuracy.", file=sys.stderr)
+    print(f"Report written: {out}")
+    return 0
+
+
+def _number(kind, lo=None, hi=None, *, what: str = ""):
+    """An argparse type: `kind` within [lo, hi]; out-of-range values are usage errors (exit code 2)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if value != value or (lo is not None and value < lo) or (hi is not None and value > hi):
+            bounds = (f"between {lo:g} and {hi:g}" if lo is not None and hi is not None
+                      else f"at least {lo:g}" if lo is not None else f"at most {hi:g}")
+            raise argparse.ArgumentTypeError(f"{text} is out of range: {what or 'it'} must be {bounds}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+COUNT = _number(int, 1, what="a count")
+THREADS = _number(int, 1, 1024, what="the thread count")
+FRACTION = _number(float, 0.0, 1.0, what="a fraction")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pocket-nlp", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"pocket-nlp {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("export", help="export a model to FP32 ONNX without PyTorch")
     p.add_argument("model", help="Hub id (org/name[@rev]), Hub URL or local folder")
     p.add_argument("--out", required=True, help="output folder (model.onnx, tokenizer, config, manifest.json)")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=_number(int, 14, 21, what="the opset"), default=17)
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=_cmd_export)
@@ -276,8 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="Hub id (org/name[@rev]), Hub URL or local folder")
     p.add_argument("--calibration", help="your own texts for the accuracy guard: .txt (one per line), TSV, CSV, "
                                          "JSONL or SQuAD JSON")
-    p.add_argument("--min-agreement", type=float, default=0.995, help="guard target: same answer as FP32 (0..1)")
-    p.add_argument("--min-cosine", type=float, default=0.995, help="guard target: mean score cosine (0..1)")
+    p.add_argument("--min-agreement", type=FRACTION, default=0.995, help="guard target: same answer as FP32 (0..1)")
+    p.add_argument("--min-cosine", type=FRACTION, default=0.995, help="guard target: mean score cosine (0..1)")
     expert = p.add_argument_group("forced settings (experts; any of these skips the guard's search)")
     expert.add_argument("--force-int8", action="store_true", help="keep INT8 with the default settings")
     expert.add_argument("--weight-type", choices=["int8", "uint8"])
@@ -286,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     expert.add_argument("--no-outlier-handling", action="store_true",
                         help="plain INT8: outlier channels neither scaled through LayerNorms nor kept in FP32")
     expert.add_argument("--keep-fp32", nargs="+", metavar="NODE", help="node names to leave in FP32")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=THREADS, default=None)
     p.add_argument("--no-reuse", action="store_true", help="convert again even if a valid entry exists")
     p.add_argument("--json", action="store_true", help="print the manifest on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
@@ -294,10 +491,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="FP32 vs INT8: size, load time, memory, latency, throughput")
     p.add_argument("model", help="a converted model (store entry) or anything `convert` accepts")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--runs", type=int, default=30)
-    p.add_argument("--threads", type=int, default=None, help="default: the physical cores")
+    p.add_argument("--batch", type=_number(int, 1, 4096, what="the batch size"), default=1)
+    p.add_argument("--seq-len", type=COUNT, default=128)
+    p.add_argument("--runs", type=_number(int, 2, 100000, what="the number of runs"), default=30)
+    p.add_argument("--threads", type=THREADS, default=None, help="default: the physical cores")
     p.add_argument("--json", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=_cmd_bench)
@@ -305,16 +502,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="run FP32 and INT8 side by side on one input")
     p.add_argument("model", help="converted model (a folder with fp32/ and int8/)")
     p.add_argument("--text", action="append", help="a text to classify, tag or embed (repeat it for several)")
+    p.add_argument("--text-file", action="append", metavar="FILE",
+                   help="a UTF-8 file whose whole content is one text ('-' reads stdin); repeat it for several")
     p.add_argument("--text-pair", help="second text, for sentence-pair models (NLI, paraphrase)")
     p.add_argument("--question", help="question to answer from --context")
     p.add_argument("--context", help="text the answer comes from (any length; read in overlapping windows)")
-    p.add_argument("--top-k", type=int, default=None, help="labels or answers to show (default: all labels, 1 answer)")
-    p.add_argument("--max-answer-len", type=int, default=15, help="longest answer in tokens")
+    p.add_argument("--context-file", metavar="FILE", help="read --context from a UTF-8 file ('-' reads stdin)")
+    p.add_argument("--top-k", type=COUNT, default=None, help="labels or answers to show (default: all labels, 1 answer); "
+                                                           "text generation: sample from the k likeliest tokens")
+    p.add_argument("--max-answer-len", type=COUNT, default=15, help="longest answer in tokens")
     p.add_argument("--allow-no-answer", action="store_true", help="allow 'no answer' (SQuAD 2.0 models)")
     p.add_argument("--query", help="embedding models: rank the --text documents by similarity to this query")
     p.add_argument("--aggregation", choices=["none", "simple", "first", "average", "max"], default="simple",
                    help="named entities: how sub-word tags are grouped into entities (as transformers' pipeline)")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
+    _zero_shot_arguments(p, multi_label=True)
+    gen = p.add_argument_group("text generation (GPT-2): greedy unless --temperature, --top-k or --top-p is given")
+    gen.add_argument("--prompt", help="the text to continue")
+    gen.add_argument("--max-new-tokens", type=int, default=None, help="tokens to generate (default 32; it stops "
+                                                                      "earlier at the end-of-text token)")
+    gen.add_argument("--temperature", type=float, default=None, help="sample at this temperature (0: greedy)")
+    gen.add_argument("--top-p", type=float, default=None, help="sample from the smallest set with this probability")
+    gen.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same sample")
+    p.add_argument("--threads", type=THREADS, default=None, help="ONNX Runtime threads (default: all cores)")
     p.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=_cmd_predict)
@@ -323,16 +532,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="converted model (a folder with fp32/ and int8/)")
     p.add_argument("--data", required=True, help="GLUE TSV, CSV or JSONL (text[, text_pair], label), SQuAD JSON, "
                                              "CoNLL (word ... TAG), a BEIR folder or an STS TSV")
-    p.add_argument("--limit", type=int, default=None, help="only the first N examples")
+    p.add_argument("--limit", type=COUNT, default=None, help="only the first N examples")
     p.add_argument("--format", choices=["auto", "tsv", "csv", "jsonl", "squad"], default="auto")
     p.add_argument("--text-column", help="column with the text (default: detected)")
     p.add_argument("--pair-column", help="column with the second text (default: detected)")
     p.add_argument("--label-column", help="column with the gold label, by name or id (default: detected)")
-    p.add_argument("--show", type=int, default=10, help="disagreeing examples to list")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
+    p.add_argument("--show", type=_number(int, 0, what="the number to show"), default=10, help="disagreeing examples to list")
+    _zero_shot_arguments(p, multi_label=False)
+    p.add_argument("--threads", type=THREADS, default=None, help="ONNX Runtime threads (default: all cores)")
     p.add_argument("--json", action="store_true", help="print a machine-readable report on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("list", help="the converted models in the store (damaged and stale ones marked)")
+    p.add_argument("--json", action="store_true", help="print a machine-readable list on stdout")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("delete", help="delete converted models from the store (the originals are kept)")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="an entry's folder name (see `list`) or the model "
+                                                              "it was converted from")
+    p.set_defaults(func=_cmd_delete)
+
+    p = sub.add_parser("report", help="write the FP32 vs INT8 report (HTML, or JSON for a .json name), as the GUI's "
+                                      "Compare page exports it, with what bench and eval measured")
+    p.add_argument("model", help="a converted model (store entry) or anything `convert` accepts")
+    p.add_argument("--out", required=True, help="the report file (.html or .json)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 
@@ -347,9 +573,15 @@ def main(argv: list[str] | None = None) -> int:
 
         return self_test(argv[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    debug = "--debug" in argv  # accepted anywhere on the line, before or after the command
+    args = parser.parse_args([a for a in argv if a != "--debug"])
+    args.debug = debug
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # huggingface_hub's own retry warnings: the one-line error or notice says what counts
+        from huggingface_hub.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -365,7 +597,23 @@ def main(argv: list[str] | None = None) -> int:
         print("Interrupted; nothing half-written was kept.", file=sys.stderr)
         return 130
     except PocketError as e:
-        if getattr(args, "json", False):
-            _print_json({"error": type(e).__name__, "message": str(e)})
-        print(f"Error: {e}", file=sys.stderr)
+        if args.debug:
+            raise
+        _fail(args, type(e).__name__, str(e))
         return 1
+    except Exception as e:  # noqa: BLE001 - a user never sees a traceback unless they ask with --debug
+        if args.debug:
+            raise
+        logging.getLogger(__name__).debug("unexpected error", exc_info=True)
+        _fail(args, type(e).__name__, f"Unexpected {type(e).__name__}: {str(e).strip() or 'no details'}. Run again "
+                                       "with --debug for the traceback, and report it if it persists.")
+        return 1
+
+
+def _fail(args, kind: str, message: str) -> None:
+    try:
+        if getattr(args, "json", False):
+            _print_json({"error": kind, "message": message})
+        print(f"Error: {message}", file=sys.stderr)
+    except BrokenPipeError:
+        pass

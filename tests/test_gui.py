@@ -223,19 +223,20 @@ def test_search_models_translates_hub_listing(monkeypatch):
         return iter([SimpleNamespace(id="a/bert", pipeline_tag="text-classification", downloads=10, likes=1,
                                      tags=["safetensors", "bert"], gated=False,
                                      config={"architectures": ["BertForSequenceClassification"]}),
-                     SimpleNamespace(id="b/gpt", pipeline_tag="text-classification", downloads=5, likes=0,
+                     SimpleNamespace(id="b/t5", pipeline_tag="text-classification", downloads=5, likes=0,
                                      tags=["safetensors"], gated=False,
-                                     config={"architectures": ["GPT2ForSequenceClassification"]}),
+                                     config={"architectures": ["T5ForSequenceClassification"]}),
                      SimpleNamespace(id="c/old", pipeline_tag="text-classification", downloads=1, likes=0,
                                      tags=["pytorch"], gated=False, safetensors=None,
                                      config={"architectures": ["BertForSequenceClassification"]})])
 
     monkeypatch.setattr(huggingface_hub.HfApi, "list_models", fake_list)
+    monkeypatch.setattr(hub.search, "quick_probe", lambda endpoint: "")  # no network here: the listing is faked
     hits = hub.search_models("sentiment", "text-classification", limit=3)
     assert seen["search"] == "sentiment" and seen["pipeline_tag"] == "text-classification"
     assert seen["sort"] == "downloads" and seen["limit"] == 3
     assert [h.convertible for h in hits] == [True, False, False]
-    assert "GPT2" in hits[1].reason and "safetensors" in hits[2].reason
+    assert "T5" in hits[1].reason and "safetensors" in hits[2].reason
     with pytest.raises(ValueError, match="task"):
         hub.search_models("x", "translation")
 
@@ -315,9 +316,9 @@ def test_a_stale_store_scan_never_overrides_a_newer_one(window, qtbot):
     entry = SimpleNamespace(path="/x", name="m", revision=None, task="text-classification", int8_dir=None)
     window._scan_generation = 7
     window.set_entry(entry)
-    window._entries_loaded((6, []))  # the start-up scan finishing after a conversion
+    window._entries_loaded((6, [], {}))  # the start-up scan finishing after a conversion
     assert window.entry is entry
-    window._entries_loaded((7, []))
+    window._entries_loaded((7, [], {}))
     assert window.entry is None
 
 
@@ -364,3 +365,138 @@ def test_search_view_shows_both_rankings_and_where_they_differ(window):
     view.show_results(PredictRequest(texts=docs, query="energy"), result([0, 1, 2], 2.0), result([0, 2, 1], 1.0))
     assert view.tables["int8"].item(1, 0).text() == "2 (FP32 #3)" and view.tables["fp32"].item(0, 2).text() == docs[0]
     assert view.status.text().startswith("Same best match")
+
+
+def test_try_it_warns_about_near_ties_and_unlikely_answers(window):
+    from types import SimpleNamespace
+
+    from app.gui.try_page import ResultCard
+
+    def result(a, b):
+        return SimpleNamespace(label="POSITIVE", score=a, latency_ms=1.0,
+                               scores=[SimpleNamespace(label="POSITIVE", score=a), SimpleNamespace(label="NEG", score=b)])
+
+    tie = ResultCard("so-so", result(0.52, 0.48), result(0.51, 0.49))
+    clear = ResultCard("great", result(0.97, 0.03), result(0.96, 0.04))
+    from PySide6.QtWidgets import QLabel
+
+    def names(card):
+        return [w.accessibleName() for w in card.findChildren(QLabel)]
+
+    assert "Low confidence" in names(tie) and "Low confidence" not in names(clear)
+    page = window.try_it
+    page.entry = SimpleNamespace(path="/x", int8_dir="/y")
+    context = "Gustave Eiffel built a tower in Paris."
+    unlikely = SimpleNamespace(text="Gustave Eiffel", start=0, end=14, score=0.007, latency_ms=2.0)
+    page._answered(("/x", context, unlikely, unlikely))
+    answer, meta, _ = page.answer_views["fp32"]
+    assert "low confidence" in meta.text() and answer.property("role") == "muted"
+
+
+def test_error_dialog_titles_copy_and_what_is_supported(window, tmp_path):
+    from PySide6.QtWidgets import QApplication
+
+    from app.core.errors import DamagedEntryError, NotAModelFolderError, UnsupportedModelError
+    from app.gui.widgets import ErrorDialog, error_title
+
+    assert error_title(NotAModelFolderError("x")) == "Not a model folder"
+    assert error_title(DamagedEntryError("x")) == "This converted model is damaged"
+    dialog = ErrorDialog(UnsupportedModelError("t5 is not supported.", supported=("BertForMaskedLM",)), window)
+    assert "BertForMaskedLM" not in dialog.message.text() and "BertForMaskedLM" in dialog.details.toPlainText()
+    dialog.copy.click()
+    assert "t5 is not supported." in QApplication.clipboard().text() and dialog.copy.text() == "Copied"
+
+
+def test_compare_lists_every_difference_filters_them_and_opens_one_in_try_it(window, qtbot, monkeypatch):
+    from types import SimpleNamespace
+
+    page, opened = window.compare, []
+    monkeypatch.setattr(window.try_it, "open_example", opened.append)
+    diffs = [{"where": f"line {i}", "input": f"text number {i}", "gold": ["POSITIVE"], "fp32": "POSITIVE",
+              "int8": "NEGATIVE", "fp32_score": 0.55, "int8_score": 0.51} for i in range(120)]
+    page.entry = SimpleNamespace(path="/x", name="m", manifest={}, int8_dir="/y", task="text-classification")
+    page.evaluation = {"task": "text-classification", "data": "dev.tsv", "examples": 872, "agreement": 0.86,
+                       "n_disagreements": 120, "disagreements": diffs}
+    page._fill()
+    view = page.differences
+    assert not view.isHidden() and view.table.rowCount() == 120 and "120 of 872" in view.title.text()
+    view.filter.setText("number 11")
+    assert sum(not view.table.isRowHidden(r) for r in range(120)) == 11  # 11, 110..119
+    view._activated(view.table.item(11, 1))
+    assert opened == [diffs[11]] and window.current_page_name() == "Try it"
+
+
+def test_charts_follow_the_theme_round_their_ticks_and_show_accuracy(window, qtbot):
+    from types import SimpleNamespace
+
+    from PySide6.QtCharts import QChartView, QValueAxis
+    from PySide6.QtWidgets import QApplication
+
+    from app.gui.widgets import apply_theme
+
+    side = {"file_bytes": 90e6, "memory_bytes": 166e6, "p50_ms": 83.1, "p95_ms": 125.0, "latencies_ms": [80, 85, 90]}
+    page = window.compare
+    page.entry = SimpleNamespace(path="/x", name="m", manifest={}, int8_dir="/y", task="text-classification")
+    page.bench = {"fp32": side, "int8": dict(side, p50_ms=40.0), "ratios": {"p50": 2.0}, "config": {}}
+    page.evaluation = {"task": "text-classification", "data": "dev.tsv", "examples": 872, "agreement": 0.99,
+                       "fp32": {"metrics": {"accuracy": 0.87}}, "delta": {"accuracy": -0.002}, "disagreements": []}
+    apply_theme(QApplication.instance(), "light")
+    page._fill()
+    views = page.charts_widget.findChildren(QChartView)
+    assert any("Accuracy on dev.tsv" in v.chart().title() for v in views)
+    light = views[0].chart().backgroundBrush().color().lightness()
+    for v in views[:2]:
+        axis = next(a for a in v.chart().axes() if isinstance(a, QValueAxis))
+        assert axis.max() == round(axis.max()) and axis.max() >= 125  # nice numbers, not 166 / 83.1
+    apply_theme(QApplication.instance(), "dark")
+    qtbot.waitUntil(lambda: page.charts_widget is not None and page.charts_widget.findChildren(QChartView)[0]
+                    .chart().backgroundBrush().color().lightness() < light, timeout=5000)
+    apply_theme(QApplication.instance(), "light")
+
+
+def test_hub_search_gives_up_quickly_offline_and_can_be_cancelled(window, qtbot, monkeypatch):
+    import threading
+    import time
+
+    from hubfixtures import closed_port_url
+
+    from app.core import hub
+    from app.core.errors import OfflineError
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", closed_port_url())
+    start = time.monotonic()
+    with pytest.raises(OfflineError, match="cannot connect"):
+        hub.search_models("sentiment")
+    assert time.monotonic() - start < 5
+    release = threading.Event()
+
+    def slow_search(query, task, limit):
+        release.wait(10)
+        return [hub.HubModel("org/late", task, 1, convertible=True)]
+
+    monkeypatch.setattr(hub, "search_models", slow_search)
+    choose = window.choose
+    choose.search_edit.setText("sentiment")
+    choose.search()
+    assert not choose.search_busy.isHidden() and not choose.search_cancel.isHidden()
+    choose.search_cancel.click()
+    assert choose.search_status.text() == "Search cancelled." and choose.search_busy.isHidden()
+    release.set()
+    qtbot.wait(300)
+    assert choose.search_table.rowCount() == 0  # the late answer is dropped
+
+
+def test_choose_shows_how_a_model_fits_this_computer(window, qtbot, tiny_models):
+    from app.core.fit import estimate
+
+    choose = window.choose
+    choose.model_edit.setText("sentence-transformers/all-MiniLM-L6-v2")  # a suggested model: size known
+    qtbot.waitUntil(lambda: not choose.fit_label.isHidden(), timeout=10000)
+    assert "Download 91 MB" in choose.fit_label.text() and "INT8" in choose.fit_label.text()
+    choose.model_edit.setText(str(tiny_models("bert", "sequence-classification")))  # a folder: its files
+    qtbot.waitUntil(lambda: "Download 0 MB" in choose.fit_label.text(), timeout=10000)
+    choose.model_edit.setText("org/unknown")
+    assert choose.fit_label.isHidden()
+    fast, slow = estimate(90_000_000, gflops=100), estimate(1_400_000_000, gflops=10)
+    assert fast.runs_well and not slow.runs_well and slow.int8_ms > fast.int8_ms

@@ -90,7 +90,7 @@ def test_cancel_part_way_leaves_the_store_unchanged(window, qtbot, tiny_models, 
 
     folder = tiny_models("bert", "sequence-classification")
     root = store.store_root()
-    before = sorted(p.name for p in root.iterdir()) if root.exists() else []
+    before = sorted(p.name for p in root.iterdir() if p.name != ".hashes.json") if root.exists() else []
     reached = threading.Event()
     original = quantize.quantize_model
 
@@ -104,13 +104,17 @@ def test_cancel_part_way_leaves_the_store_unchanged(window, qtbot, tiny_models, 
     qtbot.mouseClick(window.choose.convert_button, Qt.LeftButton)
     qtbot.waitUntil(reached.is_set, timeout=180000)
     assert window.convert.running() and not window.choose.convert_button.isEnabled()
+    assert "conversion is running" in window.choose.convert_button.toolTip()  # says why it is disabled
+    qtbot.waitUntil(lambda: "Converting" in window.statusBar().currentMessage(), timeout=5000)
+    assert window.job_label.isVisibleTo(window) and "Converting" in window.job_label.text()  # seen from every page
     start = time.monotonic()
     qtbot.mouseClick(window.convert.cancel_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: not window.convert.running(), timeout=5000)
     assert time.monotonic() - start < 2.0
-    assert "Cancelled" in window.convert.status.text()
+    assert "Cancelled" in window.convert.status.text() and window.convert.model_label.text().startswith("Cancelled")
+    assert window.statusBar().currentMessage() == "Ready" and not window.job_label.isVisibleTo(window)
     assert not error_dialogs(window)
-    after = sorted(p.name for p in root.iterdir()) if root.exists() else []
+    after = sorted(p.name for p in root.iterdir() if p.name != ".hashes.json") if root.exists() else []
     assert [n for n in after if not n.endswith(".lock")] == [n for n in before if not n.endswith(".lock")]
     assert store.list_entries() == []
     assert window.choose.convert_button.isEnabled()
@@ -185,3 +189,45 @@ def test_library_reopens_and_deletes(window, qtbot, tiny_models, monkeypatch):
     qtbot.waitUntil(lambda: library.table.rowCount() == 0, timeout=10000)
     assert not entry.path.exists() and window.entry is None
     assert library.empty.isVisible()
+
+
+def test_a_damaged_entry_is_listed_as_damaged_and_measurements_survive_a_restart(qtbot, tmp_path, tiny_models):
+    from app.gui.main_window import MainWindow
+
+    good = store.convert(str(tiny_models("distilbert", "sequence-classification")))
+    broken = store.convert(str(tiny_models("roberta", "sequence-classification")))
+    (broken.path / "manifest.json").write_text('{"source": 5}')  # valid JSON of the wrong shape
+    store.save_result(good, bench={"model": good.name, "fp32": None, "int8": None, "ratios": {"p50": 2.5}})
+    w = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat))
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: len(w.library.entries) == 2, timeout=30000)
+    assert not error_dialogs(w)
+    rows = {w.library.table.item(r, 0).data(Qt.UserRole).path: r for r in range(w.library.table.rowCount())}
+    assert w.library.table.item(rows[broken.path], 1).text().startswith("Damaged")
+    w.library.select(rows[broken.path])
+    assert not w.library.open_button.isEnabled() and w.library.delete_button.isEnabled()
+    w.library.select(rows[good.path])
+    assert w.library.open_button.isEnabled()
+    assert w.library.table.item(rows[good.path], 6).text() != "not measured yet"  # the kept benchmark
+    w.library.compare_selected()
+    assert w.compare.bench is not None and w.compare.bench["model"] == good.name  # kept with the model
+    from app.gui.worker import stop_all
+    stop_all()
+
+
+def test_use_it_copies_code_exports_the_folder_and_inspects_it(window, qtbot, tiny_models, tmp_path):
+    from app.gui.use_it import UseItDialog
+
+    entry = store.convert(str(tiny_models("bert", "sequence-classification")))
+    dialog = UseItDialog(entry, window)
+    qtbot.addWidget(dialog)
+    qtbot.waitUntil(lambda: dialog.table.rowCount() > 0, timeout=30000)
+    assert {dialog.table.item(r, 1).text() for r in range(dialog.table.rowCount())} == {"INT8", "FP32"}
+    dialog.copy_code()
+    assert "onnxruntime" in QApplication.clipboard().text()
+    dialog.export_to(tmp_path)
+    qtbot.waitUntil(lambda: dialog.status.text().startswith("Exported"), timeout=30000)
+    exported = tmp_path / f"{entry.path.name}-int8"
+    assert (exported / "model.onnx").is_file() and str(exported) in dialog.code.toPlainText()
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]

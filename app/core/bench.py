@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.core.errors import InputError
+from app.core.errors import BenchError, InputError
 from app.core.progress import ProgressFn, check_cancel, report
 from app.core.tasks.runner import new_session
 
@@ -96,27 +96,52 @@ class BenchResult:
 
 
 def _load_in_child(onnx_path: str, threads: int, feed: dict, queue) -> None:
-    """Runs in a fresh process: load time and the memory the session adds (after one run)."""
-    import onnxruntime  # noqa: F401 - imported before `before`: the session's own memory is what counts
-    import psutil
+    """Runs in a fresh process: load time and the memory the session adds (after one run), or the reason it
+    failed, as one line (nothing is printed: the parent reports it)."""
+    try:
+        import onnxruntime  # noqa: F401 - imported before `before`: the session's own memory is what counts
+        import psutil
 
-    before = psutil.Process().memory_info().rss
-    start = time.perf_counter()
-    session = new_session(onnx_path, threads)
-    load_ms = (time.perf_counter() - start) * 1000
-    session.run(None, {i.name: feed[i.name] for i in session.get_inputs()})
-    queue.put((load_ms, psutil.Process().memory_info().rss - before))
+        before = psutil.Process().memory_info().rss
+        start = time.perf_counter()
+        session = new_session(onnx_path, threads)
+        load_ms = (time.perf_counter() - start) * 1000
+        session.run(None, {i.name: feed[i.name] for i in session.get_inputs()})
+        queue.put(("ok", load_ms, psutil.Process().memory_info().rss - before))
+    except BaseException as e:  # noqa: BLE001 - every failure goes back to the parent as its reason
+        queue.put(("error", f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}", 0))
 
 
 def _fresh_process_load(onnx_path: Path, threads: int, feed: dict) -> tuple[float, int]:
+    """Load time and memory measured in a fresh process; its failure (or death) raises here within seconds."""
+    import queue as queues
+
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_load_in_child, args=(str(onnx_path), threads, feed, queue), daemon=True)
     proc.start()
     try:
-        return queue.get(timeout=300)
+        while True:
+            try:
+                status, a, b = queue.get(timeout=0.5)
+                break
+            except queues.Empty:
+                if not proc.is_alive():  # died without a word (killed, out of memory, a crash in native code)
+                    try:
+                        status, a, b = queue.get(timeout=1)
+                        break
+                    except queues.Empty:
+                        raise BenchError(f"Loading {onnx_path} in a fresh process failed: the process ended with "
+                                         f"exit code {proc.exitcode}. Convert the model again "
+                                         "(`python -m app convert MODEL --no-reuse`).") from None
     finally:
         proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+    if status != "ok":
+        raise BenchError(f"Loading {onnx_path} in a fresh process failed ({a}). If the file is damaged, convert "
+                         "the model again (`python -m app convert MODEL --no-reuse`).")
+    return a, b
 
 
 def _feed(spec, config: BenchConfig, vocab_size: int) -> dict[str, np.ndarray]:
@@ -125,7 +150,12 @@ def _feed(spec, config: BenchConfig, vocab_size: int) -> dict[str, np.ndarray]:
                          f"({spec.max_sequence_length} tokens).")
     rng = np.random.default_rng(0)
     ids = rng.integers(5, max(vocab_size, 6), (config.batch, config.seq_len), dtype=np.int64)  # (batch, seq)
-    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    # a decoder with a KV cache (GPT-2): the prompt pass, positions 0..S-1 and an empty past (only what the graph asks
+    # for is fed)
+    empty = np.zeros((config.batch, spec.num_heads, 0, spec.hidden_size // spec.num_heads), np.float32)
+    return feed | {"position_ids": np.broadcast_to(np.arange(config.seq_len), ids.shape).copy()} | {
+        f"past_key_values.{i}.{kv}": empty for i in range(spec.num_layers) for kv in ("key", "value")}
 
 
 def benchmark(entry, config: BenchConfig = BenchConfig(), *, progress: ProgressFn | None = None,

@@ -24,11 +24,20 @@ class AccessDeniedError(PocketError, PermissionError):
 
 
 class UnsupportedModelError(PocketError, ValueError):
-    """The architecture, head or weight format is not one we can convert."""
+    """The architecture, head or weight format is not one we can convert; `supported` lists what is, when the
+    architecture was the problem (the message stays one sentence)."""
+
+    def __init__(self, message: str, supported: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.supported = tuple(supported)
 
 
 class InvalidModelError(PocketError, ValueError):
     """The model files are there but broken: bad config, corrupt or truncated weights, missing tensors."""
+
+
+class NotAModelFolderError(InvalidModelError):
+    """A folder without config.json: not a Hugging Face model folder at all (an empty or wrong folder)."""
 
 
 class ExportError(PocketError, RuntimeError):
@@ -41,6 +50,18 @@ class QuantizationError(PocketError, RuntimeError):
 
 class StoreError(PocketError, OSError):
     """The model store cannot be read or written (full disk, read-only, locked by another conversion)."""
+
+
+class DamagedEntryError(StoreError):
+    """A store entry is incomplete or its files changed since they were written; carries the entry's folder."""
+
+    def __init__(self, message: str, path=None):
+        super().__init__(message)
+        self.path = path
+
+
+class BenchError(PocketError, RuntimeError):
+    """A measurement could not be made (the fresh process that loads the model failed)."""
 
 
 class InputError(PocketError, ValueError):

@@ -26,7 +26,7 @@ from app.core.errors import InputError
 from app.core.progress import ProgressFn, check_cancel, report
 
 DataFormat = Literal["auto", "tsv", "csv", "jsonl", "squad"]
-MAX_DISAGREEMENTS = 50
+MAX_DISAGREEMENTS = 2000  # kept with the result: the app lists all of them, the report and the CLI the first few
 
 # Column names seen in GLUE and common datasets, most specific first (compared case-insensitively).
 TEXT_COLUMNS = ("sentence", "text", "sentence1", "question", "premise", "#1 string", "string1", "question1",
@@ -99,7 +99,7 @@ def _read_text(path: Path) -> str:
     try:
         raw = path.read_bytes()
     except FileNotFoundError as e:
-        raise InputError(f"{path}: no such file. Check the path given to --data.") from e
+        raise InputError(f"{path}: no such file. Check the path.") from e
     except OSError as e:
         raise InputError(f"{path}: cannot be read ({e.strerror}).") from e
     try:
@@ -428,10 +428,12 @@ class Disagreement:
     int8: str
     fp32_score: float
     int8_score: float
+    context: str = ""  # question answering: the paragraph, so Try it can open the example again
 
     def to_dict(self) -> dict:
         return {"where": self.where, "input": self.input, "gold": list(self.gold), "fp32": self.fp32,
-                "int8": self.int8, "fp32_score": self.fp32_score, "int8_score": self.int8_score}
+                "int8": self.int8, "fp32_score": self.fp32_score, "int8_score": self.int8_score,
+                **({"context": self.context} if self.context else {})}
 
 
 @dataclass(frozen=True)
@@ -559,7 +561,8 @@ def evaluate_qa(fp32, int8, data: SquadData, *, limit=None, progress=None, cance
         if (a.text if a else "").strip() != (b.text if b else "").strip():
             disagreements.append(Disagreement(where=f"{e.where} id {e.id}", input=e.question, gold=e.answers,
                                               fp32=a.text if a else "", int8=b.text if b else "",
-                                              fp32_score=a.score if a else 0.0, int8_score=b.score if b else 0.0))
+                                              fp32_score=a.score if a else 0.0, int8_score=b.score if b else 0.0,
+                                              context=e.context))
         if n == total or n % 10 == 0:
             report(progress, "eval", n, total, f"F1 fp32 {100 * sums['fp32'][1] / n:.1f} · "
                                                f"int8 {100 * sums['int8'][1] / n:.1f}")

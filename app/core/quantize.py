@@ -182,7 +182,8 @@ def _batches(feeds: list[dict[str, np.ndarray]], max_tokens: int = 2048, max_row
 def _stack(feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """One right-padded batch from several feeds; the padding is masked out (attention_mask 0)."""
     length = max(f["attention_mask"].shape[1] for f in feeds)
-    return {k: np.concatenate([np.pad(f[k], ((0, 0), (0, length - f[k].shape[1]))) for f in feeds]) for k in feeds[0]}
+    return {k: np.concatenate([np.pad(f[k], ((0, 0), (0, length - f[k].shape[1]))) if f[k].ndim == 2 else f[k]
+                               for f in feeds]) for k in feeds[0]}  # a decoder's empty KV cache is not padded
 
 
 def collect(model_file: Path | bytes, calibration: Calibration, *, model=None, sample_tokens: int = 512,
@@ -311,6 +312,8 @@ def _rewrite(model, config: QuantizeConfig, calibration: Calibration,
     skip = set(config.keep_fp32) | set(head)
     treated = _scale_through_layer_norms(model, config, calibration, inits, skip) if config.scale_outliers else {}
     nodes, side_nodes = [], []
+    tied: dict[str, np.ndarray] = {}  # embedding table → its per-row scales, once quantized
+    tied_heads: dict[str, str] = {}  # Transpose output → the table it transposes
     for n in model.graph.node:
         if (config.split_outliers and n.op_type == "MatMul" and n.input[1] in inits and n.input[0] in calibration.peaks
                 and n.name not in skip and n.name not in treated):
@@ -338,7 +341,7 @@ def _rewrite(model, config: QuantizeConfig, calibration: Calibration,
                 side_nodes.append(p + "/MatMul")
                 treated[n.name] = len(channels)
                 continue
-        if config.quantize_embeddings and n.op_type == "Gather" and n.input[0] in inits:
+        if config.quantize_embeddings and n.op_type == "Gather" and n.input[0] in inits and n.name not in skip:
             table = numpy_helper.to_array(inits[n.input[0]])
             if table.ndim == 2 and table.shape[0] > 2:
                 #  ids ─ Gather(int8 table) ─ Cast ─┐
@@ -354,11 +357,43 @@ def _rewrite(model, config: QuantizeConfig, calibration: Calibration,
                           helper.make_node("Cast", [p + "/q"], [p + "/qf"], name=p + "/Cast", to=1),
                           helper.make_node("Gather", [name + ".scale", n.input[1]], [p + "/s"], name=p + "/Gather_scale"),
                           helper.make_node("Mul", [p + "/qf", p + "/s"], [n.output[0]], name=p + "/Mul")]
+                tied[name] = scale
                 continue
+        if n.op_type == "Transpose" and n.input[0] in tied:  # a tied LM head reads the int8 table transposed
+            tied_heads[n.output[0]] = n.input[0]
+            nodes.append(helper.make_node("Transpose", [n.input[0] + ".int8"], [n.output[0] + ".int8"], name=n.name,
+                                          perm=[1, 0]))
+            continue
+        if n.op_type == "MatMul" and n.input[1] in tied_heads:
+            nodes += _tied_head(model, n, tied_heads[n.input[1]], tied[tied_heads[n.input[1]]], n.name in skip)
+            continue
         nodes.append(n)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     return side_nodes, treated
+
+
+def _tied_head(model, n, table: str, scale: np.ndarray, keep_fp32: bool) -> list:
+    """The MatMul of an LM head tied to an int8 embedding table, which the file holds once.
+
+      x ─ DynamicQuantizeMatMul(Transpose(table int8) [H,V], row scales [V]) ─►   (the Transpose is folded at load)
+      kept FP32:  x ─ MatMul(Transpose(table int8) · row scalesᵀ) ─►
+    """
+    from onnx import helper, numpy_helper
+
+    w = n.input[1] + ".int8"
+    if keep_fp32:
+        cast = helper.make_node("Cast", [w], [w + "/float"], name=n.name + "/dequantize/Cast", to=1)
+        model.graph.initializer.append(numpy_helper.from_array(scale.reshape(1, -1).astype(np.float32),
+                                                               table + ".scale_row"))
+        deq = helper.make_node("Mul", [w + "/float", table + ".scale_row"], [w + "/dequantized"],
+                               name=n.name + "/dequantize/Mul")
+        return [cast, deq, helper.make_node("MatMul", [n.input[0], w + "/dequantized"], list(n.output), name=n.name)]
+    model.graph.initializer.extend([
+        numpy_helper.from_array(scale.reshape(-1).astype(np.float32), table + ".scale_column"),
+        numpy_helper.from_array(np.zeros(scale.size, np.int8), table + ".zero_point")])
+    return [helper.make_node("DynamicQuantizeMatMul", [n.input[0], w, table + ".scale_column", table + ".zero_point"],
+                             list(n.output), name=n.name, domain="com.microsoft")]
 
 
 def _head_nodes(model, calibration: Calibration) -> set[str]:

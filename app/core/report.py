@@ -9,6 +9,7 @@ charts drawn here as SVG. Pure Python, no Qt.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import html
 import json
@@ -25,6 +26,29 @@ INT8_COLOR = "#e07b39"
 BENCH_METRICS = (("file_bytes", "File size", "MB", True), ("load_ms", "Load time", "ms", True),
                  ("memory_bytes", "Memory", "MB", True), ("p50_ms", "Latency p50", "ms", True),
                  ("p95_ms", "Latency p95", "ms", True), ("throughput", "Throughput", "examples/s", False))
+
+
+# What each measure means, in plain words: tooltips in the app, hover titles in the HTML report.
+GLOSSARY = {
+    "file_bytes": "How much disk space the model file takes.",
+    "load_ms": "How long it takes to open the model before its first answer (measured in a fresh process).",
+    "memory_bytes": "How much memory the loaded model adds to the program that runs it.",
+    "p50_ms": "Latency p50 (the median): half of the model calls were faster than this.",
+    "p95_ms": "Latency p95: 95 of 100 model calls were at least this fast; the slow tail a user may notice.",
+    "throughput": "How many examples the model answers per second, one call after another.",
+    "agreement": "The share of your examples on which INT8 gives exactly the answer FP32 gives.",
+    "score": "How sure the model is of its answer, from 0 to 1 (for labels, the probability).",
+    "batch": "How many texts go into one model call.",
+    "seq_len": "How many tokens (word pieces) each text has in the benchmark; longer texts take longer.",
+}
+
+
+def glossary(key: str, name: str = "") -> str:
+    """The plain-words meaning of a measure (a bench key, "agreement", or a task metric's display name)."""
+    if key in GLOSSARY:
+        return GLOSSARY[key]
+    return (f"{name}: how often the model's answer matches the expected one in your labelled file, as the "
+            "standard benchmark for this task counts it." if name else "")
 
 
 def _task_metrics(evaluation: dict) -> dict[str, tuple[str, float]]:
@@ -135,7 +159,7 @@ def headline(bench: dict | None, evaluation: dict | None = None, agreement: floa
 # --- the report ------------------------------------------------------------------------------------------------
 
 def build_report(*, model: dict, bench: dict | None = None, evaluation: dict | None = None,
-                 created: str | None = None) -> dict:
+                 verdict: dict | None = None, created: str | None = None) -> dict:
     """Everything a report says, as one JSON-ready dict."""
     if not isinstance(model, dict) or not model.get("name"):
         raise ValueError("model: needs at least a 'name'")
@@ -144,6 +168,7 @@ def build_report(*, model: dict, bench: dict | None = None, evaluation: dict | N
         "created": created or _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         "app_version": __version__,
         "model": model,
+        "verdict": verdict,
         "headline": headline(bench, evaluation, _num(model.get("agreement"))),
         "comparison": comparison_rows(bench, evaluation),
         "bench": bench,
@@ -151,12 +176,38 @@ def build_report(*, model: dict, bench: dict | None = None, evaluation: dict | N
     }
 
 
+def entry_report(entry, *, bench: dict | None = None, evaluation: dict | None = None) -> dict:
+    """The report of a store entry: what the GUI's Compare page and `python -m app report` write alike. Without
+    `bench`/`evaluation`, the measurements kept with the entry are used (the last benchmark, the latest
+    evaluation)."""
+    from app.core.store import load_results
+    from app.core.verdict import verdict
+
+    kept = load_results(entry)
+    bench = bench if bench is not None else kept["bench"]
+    evaluation = evaluation if evaluation is not None else (kept["evaluations"] or [None])[0]
+    model = {"name": str(entry.name), "revision": entry.revision, "task": entry.task, "path": str(entry.path),
+             "summary": entry.summary(), "fp32_bytes": entry.model_bytes("fp32"),
+             "int8_bytes": entry.model_bytes("int8") if entry.int8_dir else 0,
+             "quantization": entry.manifest.get("quantization")}
+    return build_report(model=model, bench=bench, evaluation=evaluation,
+                        verdict=verdict(entry.manifest, evaluation).to_dict())
+
+
 def _atomic_write(path: Path, text: str) -> Path:
+    from app.core.errors import InputError
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise InputError(f"Cannot write the report to {path} ({e.strerror or e}). Choose a file in a folder you can "
+                         "write to.") from e
     return path
 
 
@@ -264,7 +315,10 @@ main { max-width: 980px; margin: 0 auto; padding: 32px 24px 48px; }
 h1 { font-size: 26px; margin: 0 0 4px; } h2 { font-size: 18px; margin: 28px 0 10px; }
 .muted { color: #5c626b; } .card { background: #fff; border: 1px solid #dcdfe4; border-radius: 10px;
        padding: 16px 20px; margin: 12px 0; }
-.headline { font-size: 22px; font-weight: 600; color: #2f7d6d; }
+.headline { font-size: 22px; font-weight: 600; color: #1d1f23; }
+.verdict .badge { font-weight: 700; padding: 2px 10px; border-radius: 999px; color: #fff; margin-right: 6px; }
+.verdict.ready .badge { background: #2f7d6d; } .verdict.check .badge { background: #b7791f; }
+.verdict.keep .badge { background: #b83232; }
 table { border-collapse: collapse; width: 100%; } th, td { text-align: left; padding: 7px 10px;
        border-bottom: 1px solid #e5e7eb; } th { font-weight: 600; } td.num { text-align: right;
        font-variant-numeric: tabular-nums; }
@@ -290,6 +344,13 @@ def render_html(report: dict) -> str:
            f'<p class="muted">{_e(str(model.get("task", "")).replace("-", " ").capitalize())}'
            f'{" · revision " + _e(str(model["revision"])[:12]) if model.get("revision") else ""}'
            f' · report made {_e(report.get("created", ""))} with Pocket NLP {_e(report.get("app_version", ""))}</p>']
+    v = report.get("verdict")
+    if isinstance(v, dict) and v.get("badge"):
+        kind = {"Ready to use": "ready", "Keep FP32": "keep"}.get(v["badge"], "check")
+        basis = ("measured on your data" if (v.get("evidence") or {}).get("your_data")
+                 else "from the built-in test examples only")
+        out.append(f'<div class="card verdict {kind}"><span class="badge">{_e(v["badge"])}</span> '
+                   f'{_e(v.get("sentence", ""))} <span class="muted">({basis})</span></div>')
     if report.get("headline"):
         out.append(f'<div class="card"><div class="headline">{_e(report["headline"])}</div>')
         if model.get("summary"):
@@ -302,7 +363,7 @@ def render_html(report: dict) -> str:
         out.append('<h2>Side by side</h2><div class="card"><table><thead><tr><th>Measure</th><th>FP32 (original)</th>'
                    "<th>INT8 (small)</th><th>INT8 vs FP32</th></tr></thead><tbody>")
         for r in rows:
-            out.append(f"<tr><td>{_e(r['metric'])}</td><td class='num'>{_e(format_value(r['fp32'], r['unit']))}</td>"
+            out.append(f"<tr><td title='{_e(glossary(r['key'], r['metric']))}'>{_e(r['metric'])}</td><td class='num'>{_e(format_value(r['fp32'], r['unit']))}</td>"
                        f"<td class='num'>{_e(format_value(r['int8'], r['unit']))}</td><td>{_e(r['ratio'])}</td></tr>")
         out.append("</tbody></table></div>")
     if bench:
@@ -330,6 +391,9 @@ def render_html(report: dict) -> str:
         if dis:
             out.append("<table><thead><tr><th>Where</th><th>Input</th><th>Expected</th><th>FP32</th><th>INT8</th>"
                        "</tr></thead><tbody>")
+            total = int(evaluation.get("n_disagreements") or len(dis))
+            if total > 20:
+                out.append(f'<p class="muted">The first 20 of the {total} examples where they differ:</p>')
             for d in dis[:20]:
                 text = str(d.get("input", ""))
                 text = text if len(text) <= 140 else text[:137] + "…"

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from pathlib import Path
 
-from app.core.errors import InvalidModelError, UnsupportedModelError
+from app.core.errors import InvalidModelError, NotAModelFolderError, UnsupportedModelError
 
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu")
 
@@ -58,7 +58,7 @@ class ModelSpec:
     @property
     def input_names(self) -> tuple[str, ...]:
         """ONNX inputs, as Optimum names them; token types only where they carry information."""
-        if self.family_class.uses_token_types:
+        if self.family_class.has_token_types(self):
             return ("input_ids", "attention_mask", "token_type_ids")
         return ("input_ids", "attention_mask")
 
@@ -83,7 +83,7 @@ class ModelSpec:
 def load_config(folder: Path) -> dict:
     path = Path(folder) / "config.json"
     if not path.is_file():
-        raise InvalidModelError(f"{folder} has no config.json, so it is not a Hugging Face model folder. "
+        raise NotAModelFolderError(f"{folder} has no config.json, so it is not a Hugging Face model folder. "
                                 "Pick the folder that holds config.json and the *.safetensors weights.")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
@@ -96,21 +96,23 @@ def load_config(folder: Path) -> dict:
 
 def spec_from_config(config: dict, *, where: str = "config.json") -> ModelSpec:
     from app.core.export.families import FAMILIES
-    from app.core.tasks import get_task, task_of_architecture
+    from app.core.tasks import all_tasks, get_task, task_of_architecture
 
     model_type = config.get("model_type")
     architectures = config.get("architectures") or []
     architecture = architectures[0] if architectures else ""
-    supported = ", ".join(supported_architectures())
+    families = ", ".join(dict.fromkeys(p for f in FAMILIES.values() for p in f.class_prefixes.values()))
     if model_type not in FAMILIES:
         raise UnsupportedModelError(
-            f"{where}: model type {model_type!r} ({architecture or 'no architecture given'}) is not supported. "
-            f"Pocket NLP converts: {supported}.")
+            f"{where}: model type {model_type!r} ({architecture or 'no architecture given'}) is not supported; "
+            f"Pocket NLP converts {families} models.", supported=tuple(supported_architectures()))
     family = FAMILIES[model_type]
     task = task_of_architecture(architecture) if architecture else "feature-extraction"
     if task is None:
+        heads = ", ".join(dict.fromkeys(h for t in all_tasks() for h in t.architecture_suffixes))
         raise UnsupportedModelError(
-            f"{where}: architecture {architecture!r} is not supported. Pocket NLP converts: {supported}.")
+            f"{where}: architecture {architecture!r} is not supported; Pocket NLP converts the heads {heads}.",
+            supported=tuple(supported_architectures()))
 
     def need(*keys: str, default=None):
         for key in keys:
@@ -127,6 +129,8 @@ def spec_from_config(config: dict, *, where: str = "config.json") -> ModelSpec:
         max_positions = int(need("max_position_embeddings", "n_positions", default=512))  # n_positions: GPT-2
         pad_token_id = int(config.get("pad_token_id") if config.get("pad_token_id") is not None
                            else family.default_pad_token_id)
+    except (InvalidModelError, UnsupportedModelError):  # a family's own refusal (ValueErrors too): as it says
+        raise
     except (TypeError, ValueError) as e:
         raise InvalidModelError(f"{where} has a dimension that is not a number ({e}).") from e
     if dims["hidden_act"] not in SUPPORTED_ACTIVATIONS:

@@ -42,7 +42,23 @@ def create_app(argv: list[str] | None = None):
     return app
 
 
+def missing_display() -> str:
+    """Why no window can open here ("" when one can): a Linux session without X11 or Wayland, where Qt would
+    abort inside its platform plugin instead of saying so."""
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return ""
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return ""
+    return ("Pocket NLP's window needs a display, and this session has none (DISPLAY and WAYLAND_DISPLAY are not "
+            "set, e.g. over ssh). Start it from a desktop session (or `ssh -X`), or use the command line: every "
+            "action works headless, see `pocket-nlp --help`.")
+
+
 def run_gui(argv: list[str] | None = None) -> int:
+    problem = missing_display()
+    if problem:
+        print(f"Error: {problem}", file=sys.stderr)
+        return 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(argv)
     from app.gui.main_window import MainWindow

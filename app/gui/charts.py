@@ -1,6 +1,8 @@
 """QtCharts for the Compare page (imported only when results arrive: QtCharts is slow to load).
 
-Bars for size, memory and latency (FP32 blue, INT8 orange) and a latency distribution of every timed run.
+Bars for size, memory and latency (FP32 blue, INT8 orange), the headline metric on the user's labelled data, and
+a latency distribution of every timed run. Colours follow the theme of the moment: the Compare page rebuilds its
+charts when the palette changes. Axes end on round numbers; categories say what the table's rows say.
 """
 
 from __future__ import annotations
@@ -60,9 +62,10 @@ def bar_chart(title: str, categories: list[str], fp32: list[float], int8: list[f
     series.attachAxis(x)
     y = QValueAxis()
     top = max([float(v or 0) for v in (*fp32, *int8)] or [1.0])
-    y.setRange(0, top * 1.25 if top > 0 else 1)
+    y.setRange(0, top * 1.15 if top > 0 else 1)
+    y.applyNiceNumbers()  # round ticks: 0, 50, 100, 150 rather than 0, 41.6, 83.1, 125
     y.setTitleText(unit)
-    y.setLabelFormat("%.3g")
+    y.setLabelFormat("%g")
     chart.addAxis(y, Qt.AlignLeft)
     series.attachAxis(y)
     return _view(chart, title)
@@ -98,19 +101,35 @@ def distribution_chart(fp32: list[float], int8: list[float], bins: int = 20) -> 
     return _view(chart, "Latency distribution")
 
 
-def comparison_charts(bench: dict) -> QWidget:
-    a, b = bench.get("fp32") or {}, bench.get("int8") or {}
+def comparison_charts(bench: dict | None, evaluation: dict | None = None) -> QWidget:
+    from pathlib import Path
+
+    from app.core.verdict import headline_metric
+
     w = QWidget()
     grid = QGridLayout(w)
     grid.setContentsMargins(0, 0, 0, 0)
     grid.setSpacing(12)
-    mb = lambda d, k: (d.get(k) or 0) / 1e6  # noqa: E731
-    grid.addWidget(bar_chart("Size on disk and in memory", ["File", "Memory"],
-                             [mb(a, "file_bytes"), mb(a, "memory_bytes")],
-                             [mb(b, "file_bytes"), mb(b, "memory_bytes")], "MB"), 0, 0)
-    grid.addWidget(bar_chart("Latency per call", ["p50", "p95"], [a.get("p50_ms"), a.get("p95_ms")],
-                             [b.get("p50_ms"), b.get("p95_ms")], "ms"), 0, 1)
-    lat32, lat8 = list(a.get("latencies_ms") or []), list(b.get("latencies_ms") or [])
+    row = 0
+    if bench:
+        a, b = bench.get("fp32") or {}, bench.get("int8") or {}
+        mb = lambda d, k: (d.get(k) or 0) / 1e6  # noqa: E731
+        grid.addWidget(bar_chart("Size on disk and in memory", ["File size", "Memory"],
+                                 [mb(a, "file_bytes"), mb(a, "memory_bytes")],
+                                 [mb(b, "file_bytes"), mb(b, "memory_bytes")], "MB"), 0, 0)
+        grid.addWidget(bar_chart("Time per call", ["Latency p50", "Latency p95"], [a.get("p50_ms"), a.get("p95_ms")],
+                                 [b.get("p50_ms"), b.get("p95_ms")], "ms"), 0, 1)
+        row = 1
+    head = headline_metric(evaluation) if evaluation else None
+    if head:
+        _, name, fp32_value, points = head
+        data = Path(str(evaluation.get("data", ""))).name
+        same = 100 * float(evaluation.get("agreement") or 0)
+        grid.addWidget(bar_chart(f"{name} on {data} (same answer as FP32 on {same:.1f}%)", [name],
+                                 [fp32_value], [fp32_value + points], "points"), row, 0, 1, 2)
+        row += 1
+    lat32 = list(((bench or {}).get("fp32") or {}).get("latencies_ms") or [])
+    lat8 = list(((bench or {}).get("int8") or {}).get("latencies_ms") or [])
     if lat32 or lat8:
-        grid.addWidget(distribution_chart(lat32, lat8), 1, 0, 1, 2)
+        grid.addWidget(distribution_chart(lat32, lat8), row, 0, 1, 2)
     return w

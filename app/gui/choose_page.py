@@ -73,6 +73,11 @@ class ChoosePage(QWidget):
         recent_row.addWidget(self.recent_combo)
         recent_row.addStretch(1)
         card.body.addLayout(recent_row)
+        self.fit_label = widgets.label("", "muted", wrap=True)  # download, memory, latency expected here
+        self.fit_label.setAccessibleName("How it fits this computer")
+        self.fit_label.hide()
+        card.body.addWidget(self.fit_label)
+        self.model_edit.textChanged.connect(self._update_fit)
         lay.addWidget(card)
 
         self.tabs = QTabWidget()
@@ -112,7 +117,19 @@ class ChoosePage(QWidget):
         s_row.addWidget(self.search_edit, 1)
         s_row.addWidget(self.task_combo)
         s_row.addWidget(self.search_button)
+        self.search_cancel = widgets.button("Cancel", "Cancel the search")
+        self.search_cancel.clicked.connect(self.cancel_search)
+        self.search_cancel.hide()
+        s_row.addWidget(self.search_cancel)
         s_lay.addLayout(s_row)
+        from PySide6.QtWidgets import QProgressBar
+        self.search_busy = QProgressBar()
+        self.search_busy.setRange(0, 0)  # a spinner: a search has no known length
+        self.search_busy.setFixedHeight(6)
+        self.search_busy.setTextVisible(False)
+        self.search_busy.setAccessibleName("Searching")
+        self.search_busy.hide()
+        s_lay.addWidget(self.search_busy)
         self.search_status = widgets.label("Most downloaded models first. Only models marked “Yes” can be "
                                            "converted.", "muted", wrap=True)
         s_lay.addWidget(self.search_status)
@@ -168,8 +185,55 @@ class ChoosePage(QWidget):
         elif data:
             self.convert_clicked()
 
+    def checkpoint_bytes(self, text: str) -> int | None:
+        """The FP32 size of what `text` names, where it is known without the network: a suggested model, a model
+        in the HF cache, a folder on disk (FP16 weights count double)."""
+        import json
+        from pathlib import Path
+
+        sizes = {m["id"]: m.get("size_mb") for m in self.curated}
+        if sizes.get(text):
+            return int(sizes[text] * 1e6)
+        cached = [c for c in getattr(self, "cached", []) if text in (c.repo_id, f"{c.repo_id}@{c.revision[:7]}")]
+        if cached:
+            return int(cached[0].size)
+        folder = Path(text).expanduser()
+        if text and folder.is_dir() and (folder / "config.json").is_file():
+            total = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+            try:
+                config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                config = {}
+            half = str(config.get("torch_dtype") or config.get("dtype") or "") in ("float16", "bfloat16")
+            return total * (2 if half else 1) or None
+        return None
+
+    @Slot()
+    def _update_fit(self) -> None:
+        size = self.checkpoint_bytes(self.model_edit.text().strip())
+        if not size:
+            self.fit_label.hide()
+            return
+        self.fit_generation = generation = getattr(self, "fit_generation", 0) + 1
+
+        def run(progress, cancel):
+            from app.core.fit import estimate
+            return generation, estimate(size)  # measures this CPU once, off the GUI thread
+
+        start_task(run, self, name="fit", on_result=self._fit_done, on_error=lambda e: self.fit_label.hide())
+
+    def _fit_done(self, out) -> None:
+        generation, fit = out
+        if generation == self.fit_generation:
+            self.fit_label.setText(("✓ " if fit.runs_well else "⚠ ") + fit.words)
+            self.fit_label.show()
+
     def _update_buttons(self) -> None:
-        self.convert_button.setEnabled(bool(self.model_edit.text().strip()) and not self.window_busy())
+        typed, busy = bool(self.model_edit.text().strip()), self.window_busy()
+        self.convert_button.setEnabled(typed and not busy)
+        self.convert_button.setToolTip("A conversion is running; wait for it or cancel it on the Convert page."
+                                       if busy else "" if typed else
+                                       "Type a Hub id or URL, pick a suggested model, or open a folder first.")
 
     def window_busy(self) -> bool:
         convert = getattr(self.window, "convert", None)
@@ -227,16 +291,35 @@ class ChoosePage(QWidget):
         query, task = self.search_edit.text().strip(), self.task_combo.currentData()
         self.search_status.setText(f"Searching the Hub for “{query or 'everything'}”…")
         self.search_button.setEnabled(False)
+        self.search_busy.show()
+        self.search_cancel.show()
+        self.search_generation = generation = getattr(self, "search_generation", 0) + 1
 
         def run(progress, cancel):
             from app.core.hub import search_models
-            return search_models(query, task, limit=40)
+            return generation, search_models(query, task, limit=40)
 
         self.search_task = start_task(run, self, name="search", on_result=self._search_done,
-                                      on_error=self._search_failed,
-                                      on_finished=lambda: self.search_button.setEnabled(not self.window.offline()))
+                                      on_error=lambda e: self._search_failed(e, generation),
+                                      on_finished=self._search_finished)
 
-    def _search_done(self, hits) -> None:
+    @Slot()
+    def cancel_search(self) -> None:
+        """Stop waiting: the request ends on its own in the background and its answer is dropped."""
+        self.search_generation = getattr(self, "search_generation", 0) + 1
+        self.search_status.setText("Search cancelled.")
+        self._search_finished()
+        self.search_task = None
+
+    def _search_finished(self) -> None:
+        self.search_busy.hide()
+        self.search_cancel.hide()
+        self.search_button.setEnabled(not self.window.offline())
+
+    def _search_done(self, out) -> None:
+        generation, hits = out
+        if generation != self.search_generation:  # cancelled, or a newer search is on its way
+            return
         self.hits = list(hits)
         t = self.search_table
         t.setRowCount(0)
@@ -253,7 +336,9 @@ class ChoosePage(QWidget):
         self.search_status.setText(f"{len(self.hits)} models found, {n_ok} can be converted." if self.hits
                                    else "No models found. Try other words.")
 
-    def _search_failed(self, e) -> None:
+    def _search_failed(self, e, generation: int | None = None) -> None:
+        if generation is not None and generation != self.search_generation:
+            return
         self.search_status.setText(f"The search did not work: {e}")
         if type(e).__name__ != "OfflineError":
             widgets.show_error(self, e, context="Searching the Hub failed.")
@@ -279,8 +364,14 @@ class ChoosePage(QWidget):
         for e in self.window.entries:
             r = t.rowCount()
             t.insertRow(r)
+            if e.damaged:  # listed, not opened: the Library says what to do
+                t.setItem(r, 0, _item(str(e.name), str(e.source.get("ref") or e.name)))
+                t.setItem(r, 1, _item("Damaged: double-click to convert it again"))
+                t.setItem(r, 2, _item(""))
+                continue
             t.setItem(r, 0, _item(str(e.name), e))
-            t.setItem(r, 1, _item("Converted (double-click to try it)"))
+            t.setItem(r, 1, _item("Converted, " + ("stale: its files changed" if e.stale else
+                                                  "double-click to try it")))
             t.setItem(r, 2, _item(""))
         for c in self.cached:
             r = t.rowCount()

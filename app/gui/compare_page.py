@@ -61,6 +61,11 @@ class ComparePage(QWidget):
         self.seq_len = _spin(8, 4096, 128, "Sequence length")
         self.runs = _spin(3, 10000, 30, "Runs")
         self.threads = _spin(0, 256, int(window.threads() or 0), "Threads", "Auto")
+        from app.core.report import GLOSSARY
+        self.batch.setToolTip(GLOSSARY["batch"])
+        self.seq_len.setToolTip(GLOSSARY["seq_len"])
+        self.runs.setToolTip("How many timed calls per model; more runs give steadier figures.")
+        self.threads.setToolTip("CPU threads each model may use; Auto uses the physical cores.")
         for text, w in (("&Batch", self.batch), ("Sequence &length", self.seq_len), ("&Runs", self.runs),
                         ("T&hreads", self.threads)):
             lab = widgets.label(text)
@@ -101,6 +106,8 @@ class ComparePage(QWidget):
         settings.body.addWidget(self.status)
         lay.addWidget(settings)
 
+        self.verdict = widgets.VerdictBadge()
+        lay.addWidget(self.verdict)
         self.headline = widgets.label("", "headline", wrap=True)
         self.headline.setAccessibleName("Headline")
         lay.addWidget(self.headline)
@@ -120,6 +127,11 @@ class ComparePage(QWidget):
         header.setDefaultAlignment(Qt.AlignLeft | Qt.AlignVCenter)
         lay.addWidget(self.table)
 
+        from app.gui.differences import DifferencesView
+        self.differences = DifferencesView()
+        self.differences.open_example.connect(self._open_example)
+        lay.addWidget(self.differences)
+
         self.charts_holder = QWidget()
         self.charts_layout = QVBoxLayout(self.charts_holder)
         self.charts_layout.setContentsMargins(0, 0, 0, 0)
@@ -137,6 +149,10 @@ class ComparePage(QWidget):
             return
         self.entry = entry
         self.bench = self.evaluation = None
+        if entry is not None:  # what was measured before, kept with the model (a small JSON file)
+            from app.core.store import load_results
+            kept = load_results(entry)
+            self.bench, self.evaluation = kept["bench"], (kept["evaluations"] or [None])[0]
         self.model_label.setText(f"{entry_label(entry)}" if entry else "No model yet: convert one first.")
         self.status.setText("" if entry is None or entry.int8_dir is not None
                             else "The accuracy guard kept this model in FP32 only; there is no INT8 copy to compare.")
@@ -150,7 +166,11 @@ class ComparePage(QWidget):
         ok = self.entry is not None and not self.running()
         self.bench_button.setEnabled(ok)
         self.eval_button.setEnabled(ok and self.entry.int8_dir is not None)
-        self.report_button.setEnabled(self.entry is not None and not self.running())
+        self.report_button.setEnabled(self.entry is not None and bool(self.bench or self.evaluation)
+                                      and not self.running())  # no report before anything is measured
+        self.report_button.setToolTip("" if self.bench or self.evaluation
+                                      else "Run the benchmark or evaluate on a file first: then there is something "
+                                           "to report.")
 
     def _start(self, fn, name: str, on_result, words: str) -> None:
         self.progress.setValue(0)
@@ -159,6 +179,7 @@ class ComparePage(QWidget):
         self.cancel_button.show()
         self.cancel_button.setEnabled(True)
         self.status.setText(words)
+        self.window.set_job(words)
         self.task = start_task(fn, self, name=name, on_progress=self._progress, on_result=on_result,
                                on_error=self._failed, on_finished=self._finished)
         self._update_buttons()
@@ -173,6 +194,7 @@ class ComparePage(QWidget):
             self.status.setText(p.message)
 
     def _finished(self) -> None:
+        self.window.set_job(None)
         self.progress.hide()
         self.cancel_button.hide()
         self._update_buttons()
@@ -203,8 +225,10 @@ class ComparePage(QWidget):
 
         def run(progress, cancel):
             from app.core.bench import BenchConfig, benchmark
+            from app.core.store import save_result
             result = benchmark(entry, BenchConfig(batch=batch, seq_len=seq_len, runs=runs, threads=threads),
                                progress=progress, cancel=cancel)
+            save_result(entry, bench=result.to_dict())  # kept with the model: shown again after a restart
             return str(entry.path), result.to_dict()
 
         self._start(run, "bench", self._benched, f"Measuring both models ({runs} runs each)…")
@@ -260,8 +284,11 @@ class ComparePage(QWidget):
 
             data = get_task(entry.task).load_data(Path(path))
             key = str(entry.path)
+            from app.core.store import save_result
             fp32, int8 = window.runners(entry, threads)
-            return key, evaluate(fp32, int8, data, limit=limit, progress=progress, cancel=cancel).to_dict()
+            result = evaluate(fp32, int8, data, limit=limit, progress=progress, cancel=cancel).to_dict()
+            save_result(entry, evaluation=result)
+            return key, result
 
         self._start(run, "eval", self._evaluated, f"Evaluating both models on {Path(path).name}…")
 
@@ -276,7 +303,7 @@ class ComparePage(QWidget):
     # --- display ----------------------------------------------------------------------------------------
 
     def _fill(self) -> None:
-        from app.core.report import comparison_rows, format_value, headline
+        from app.core.report import comparison_rows, format_value, glossary, headline
 
         rows = comparison_rows(self.bench, self.evaluation)
         self.table.setRowCount(0)
@@ -286,6 +313,7 @@ class ComparePage(QWidget):
             cells = (r["metric"], format_value(r["fp32"], r["unit"]), format_value(r["int8"], r["unit"]), r["ratio"])
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
+                item.setToolTip(glossary(r["key"], r["metric"]))
                 if col == 3:
                     f = item.font()
                     f.setBold(True)
@@ -297,18 +325,38 @@ class ComparePage(QWidget):
                                                       else "Convert a model first."))
         self.table.setFixedHeight(self.table.horizontalHeader().height() + 30 * self.table.rowCount() + 4)
         self.headline.setText(headline(self.bench, self.evaluation))
+        self.differences.set_evaluation(self.evaluation)
+        manifest = getattr(self.entry, "manifest", None)
+        if isinstance(manifest, dict) and manifest:
+            from app.core.verdict import verdict
+            self.verdict.set_verdict(verdict(manifest, self.evaluation))
+        else:
+            self.verdict.set_verdict(None)
+        self._update_buttons()
         self._charts()
+
+    def changeEvent(self, event) -> None:
+        from PySide6.QtCore import QEvent
+
+        if event.type() in (QEvent.PaletteChange, QEvent.ApplicationPaletteChange) and self.charts_widget is not None:
+            self._charts()  # QtCharts take their colours when built: rebuild them in the new theme
+        super().changeEvent(event)
+
+    @Slot(dict)
+    def _open_example(self, d: dict) -> None:
+        self.window.show_page("Try it")
+        self.window.try_it.open_example(d)
 
     def _charts(self) -> None:
         if self.charts_widget is not None:
             self.charts_layout.removeWidget(self.charts_widget)
             self.charts_widget.deleteLater()
             self.charts_widget = None
-        if not self.bench:
+        if not self.bench and not self.evaluation:
             return
         from app.gui.charts import comparison_charts
 
-        self.charts_widget = comparison_charts(self.bench)
+        self.charts_widget = comparison_charts(self.bench, self.evaluation)
         self.charts_layout.addWidget(self.charts_widget)
 
     # --- report -----------------------------------------------------------------------------------------
@@ -331,18 +379,9 @@ class ComparePage(QWidget):
         return path
 
     def report_data(self) -> dict:
-        from app.core.report import build_report
-        from app.gui.convert_page import folder_bytes
+        from app.core.report import entry_report
 
-        e = self.entry
-        try:
-            summary = e.summary()
-        except Exception:  # noqa: BLE001
-            summary = ""
-        model = {"name": str(e.name), "revision": e.revision, "task": e.task, "path": str(e.path),
-                 "summary": summary, "fp32_bytes": folder_bytes(e.fp32_dir), "int8_bytes": folder_bytes(e.int8_dir),
-                 "quantization": (e.manifest or {}).get("quantization")}
-        return build_report(model=model, bench=self.bench, evaluation=self.evaluation)
+        return entry_report(self.entry, bench=self.bench, evaluation=self.evaluation)
 
     def export_report(self, path: Path) -> tuple[Path, Path]:
         from app.core.report import write_reports

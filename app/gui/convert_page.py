@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import time
-from pathlib import Path
 
 from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import (QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QWidget)
@@ -27,11 +27,19 @@ STEPS = (("download", "Download", "Fetch the model files from the Hugging Face H
 WEIGHTS = {"download": 0.3, "export": 0.2, "optimize": 0.1, "quantize": 0.3, "validate": 0.1}
 
 
-def folder_bytes(folder: Path | None) -> int | None:
-    """Bytes of the ONNX files (and external data) in a converted folder."""
-    if folder is None or not Path(folder).is_dir():
-        return None
-    return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file() and ".onnx" in p.name) or None
+def plain_settings(quantization: dict) -> str:
+    """What the accuracy guard chose, in words a non-specialist follows (the technical sentence is in Details)."""
+    config = (quantization.get("chosen") or {}).get("config") or {}
+    if not config:
+        return "INT8 changed the answers too much, so only the original (FP32) model is kept."
+    kept = len(config.get("keep_fp32") or ())
+    parts = ["The small model stores its weights as 8-bit integers instead of 32-bit numbers"]
+    if kept:
+        parts.append(f"{kept} part{'s' if kept > 1 else ''} that INT8 would change most stay{'' if kept > 1 else 's'} "
+                     "in full precision")
+    if config.get("scale_outliers") or config.get("split_outliers"):
+        parts.append("unusually large values are handled separately so they keep their precision")
+    return "; ".join(parts) + "."
 
 
 def size_words(fp32: int | None, int8: int | None) -> str:
@@ -88,6 +96,7 @@ class ConvertPage(QWidget):
         self.entry = None
         self.samples: collections.deque = collections.deque(maxlen=40)
         self.stage = None
+        self.stage_started: float | None = None
         self.started_at = 0.0
         lay = widgets.page_layout(
             self, "Convert", "Pocket NLP downloads the model, turns it into an ONNX model that runs without PyTorch, "
@@ -196,9 +205,11 @@ class ConvertPage(QWidget):
             self.steps["download"].status.setText("A folder on this computer: nothing to download")
         self.overall.setValue(0)
         self.stage = None
+        self.stage_started = None
         self.samples.clear()
         self.started_at = time.monotonic()
         self.model_label.setText(f"Converting {ref.label}")
+        self.window.set_job(f"Converting {ref.label}…")
         self.status.setText("Starting…")
         self._log(f"Converting {ref.label}")
         self.cancel_button.setEnabled(True)
@@ -244,6 +255,7 @@ class ConvertPage(QWidget):
                     self.steps[key].set_state("done" if self.steps[key].state == "running" else "skipped")
                     self.steps[key].status.setText("Done" if self.steps[key].state == "done" else "Not needed")
             self.stage = p.stage
+            self.stage_started = now
             self.samples.clear()
             step.set_state("running")
         if p.fraction is None:
@@ -256,7 +268,9 @@ class ConvertPage(QWidget):
             self._last_message = p.message
             self._log(f"[{p.stage}] {p.message}")
         self.status.setText(p.message or step.title.text())
-        self.overall.setValue(int(self._overall(p) * 1000))
+        overall = self._overall(p, now)
+        self.overall.setValue(int(overall * 1000))
+        self.window.set_job(f"Converting {self.model_text}: {overall:.0%}")
 
     def _describe(self, p, now: float) -> str:
         if p.unit != "B":
@@ -274,11 +288,19 @@ class ConvertPage(QWidget):
                 parts.append(f"{widgets.human_seconds((p.total - p.done) / speed)} left")
         return " · ".join(parts)
 
-    def _overall(self, p) -> float:
+    def _overall(self, p, now: float | None = None) -> float:
+        """The finished steps' weights plus the running step's share: its fraction when it reports one, else a
+        creep toward 90% of it over the seconds it has run (the guard's search has no known length), so the
+        figure moves with the work instead of sitting still."""
         total = 0.0
         for key, *_ in STEPS:
             if key == p.stage:
-                total += WEIGHTS[key] * (p.fraction or 0.0)
+                if p.fraction is not None:
+                    share = p.fraction
+                else:
+                    running = (now or time.monotonic()) - (self.stage_started or now or 0.0)
+                    share = 0.9 * (1 - math.exp(-running / 20.0))
+                total += WEIGHTS[key] * share
                 break
             total += WEIGHTS[key]
         return min(1.0, total)
@@ -303,7 +325,7 @@ class ConvertPage(QWidget):
         self.window.refresh_entries()
 
     def show_summary(self, entry) -> None:
-        fp32, int8 = folder_bytes(entry.fp32_dir), folder_bytes(entry.int8_dir)
+        fp32, int8 = entry.model_bytes("fp32"), entry.model_bytes("int8") if entry.int8_dir else None
         quant = (entry.manifest or {}).get("quantization") or {}
         quant = quant if isinstance(quant, dict) else {}
         explanation = str(quant.get("explanation") or "")
@@ -316,15 +338,13 @@ class ConvertPage(QWidget):
             headline = f"{entry.name} ({task.lower()}) is ready"
             figures = [(size_words(fp32, int8), f"{widgets.human_bytes(fp32)} → {widgets.human_bytes(int8)}")]
             if isinstance(agreement, (int, float)):
-                figures.append((f"{agreement:.1%}", "same answer as FP32 on the calibration texts"))
-        if explanation:
-            sentence = explanation
-        else:
-            try:
-                sentence = entry.summary()
-            except Exception:  # noqa: BLE001 - a summary is a nicety
-                sentence = ""
-        self.summary.show_summary(headline, figures, sentence + " Compare measures speed on this computer.")
+                figures.append((f"{agreement:.2%}", "same answer as FP32 on the built-in test examples "
+                                                    "(calibration, not your data)"))
+        self.summary.show_summary(headline, figures, plain_settings(quant) + " Compare measures the speed on this "
+                                  "computer, and the accuracy on a labelled file of yours.", technical=explanation)
+        from app.core.store import load_results
+        from app.core.verdict import verdict
+        self.summary.verdict.set_verdict(verdict(entry.manifest, (load_results(entry)["evaluations"] or [None])[0]))
         self.summary.show()
 
     def _failed(self, e) -> None:
@@ -333,17 +353,20 @@ class ConvertPage(QWidget):
             if step is not None:
                 step.set_state("failed")
                 step.status.setText("Cancelled")
+            self.model_label.setText(f"Cancelled converting {self.model_text}")
             self.status.setText("Cancelled. Nothing was added to your models.")
             self._log("Cancelled; the store is unchanged")
             return
         if step is not None:
             step.set_state("failed")
             step.bar.setRange(0, 1000)
+        self.model_label.setText(f"Could not convert {self.model_text}")
         self.status.setText(f"Conversion failed: {e}")
         self._log(f"Failed: {type(e).__name__}: {e}")
         widgets.show_error(self, e, context=f"Converting {self.model_text} failed.")
 
     def _finished(self) -> None:
+        self.window.set_job(None)
         self.cancel_button.setEnabled(False)
         self.cancel_button.hide()
         self.window.choose._update_buttons()

@@ -40,6 +40,7 @@ class MainWindow(QMainWindow):
         self._runners_lock = threading.Lock()
         self.entry = None
         self.entries: list = []
+        self.results: dict = {}
         self.setWindowTitle("Pocket NLP")
         self.setMinimumSize(QSize(960, 640))
         apply_environment(self.settings)
@@ -84,6 +85,11 @@ class MainWindow(QMainWindow):
         self.current_label.setAccessibleName("Current model")
         self.current_label.setContentsMargins(18, 0, 12, 0)
         side_lay.addWidget(self.current_label)
+        self.job_label = widgets.label("", wrap=True)  # what is running, seen from every page
+        self.job_label.setAccessibleName("Running job")
+        self.job_label.setContentsMargins(18, 6, 12, 0)
+        self.job_label.hide()
+        side_lay.addWidget(self.job_label)
         self.settings_button = widgets.button("Settings...", "Settings")
         self.settings_button.clicked.connect(self.open_settings)
         btn_row = QHBoxLayout()
@@ -135,6 +141,12 @@ class MainWindow(QMainWindow):
         self.current_label.setText(f"Current model:\n{entry_label(entry)}" if entry else "No model converted yet")
         self.entry_changed.emit(entry)
 
+    def set_job(self, words: str | None) -> None:
+        """Show a running job (conversion, benchmark, evaluation) in the status bar and the sidebar; None: done."""
+        self.statusBar().showMessage(words or "Ready")
+        self.job_label.setText(f"● {words}" if words else "")
+        self.job_label.setVisible(bool(words))
+
     def refresh_entries(self) -> None:
         """Re-read the store off the GUI thread; pages update from `entries_changed`."""
 
@@ -143,16 +155,18 @@ class MainWindow(QMainWindow):
 
         def scan(progress, cancel):
             from app.core import store
-            return generation, store.list_entries()
+            entries = store.list_entries()
+            return generation, entries, {str(e.path): store.load_results(e) for e in entries if not e.damaged}
 
         start_task(scan, self, name="list-store", on_result=self._entries_loaded,
                    on_error=lambda e: log.warning("cannot list the store: %s", e))
 
     def _entries_loaded(self, result) -> None:
-        generation, entries = result
+        generation, entries, results = result
         if generation != self._scan_generation:  # a slower, older scan: a newer one is on its way
             return
         self.entries = list(entries)
+        self.results = results  # entry path → what was measured, kept with it (store.load_results)
         if self.entry is not None:
             same = [e for e in self.entries if str(e.path) == str(self.entry.path)]
             if not same:
@@ -174,7 +188,9 @@ class MainWindow(QMainWindow):
         key = (str(entry.path), threads)
         with self._runners_lock:
             if key not in self._runners:
+                from app.core.store import verify_entry
                 from app.core.tasks.runner import Runner
+                verify_entry(entry)  # sha256 of every file, cached by stat: a damaged entry says so, not a crash
                 self._runners[key] = (Runner.load(entry.fp32_dir, threads=threads),
                                       Runner.load(entry.int8_dir, threads=threads) if entry.int8_dir else None)
             return self._runners[key]

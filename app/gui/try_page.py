@@ -11,12 +11,21 @@ from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QLineEdit, Q
 
 from app.gui import widgets
 from app.gui.main_window import entry_label
+from app.gui.generation_view import GenerationView
 from app.gui.try_views import EntitiesView, SearchView
+from app.gui.zero_shot_view import ZeroShotView
 from app.gui.worker import start_task
 
 log = logging.getLogger(__name__)
 
 MAX_CARDS = 50
+NEAR_TIE = 0.10  # classification: the top two scores this close, the model is unsure (INT8 may flip it)
+LOW_QA_SCORE = 0.10  # question answering: below this the context may well not answer the question
+
+
+def near_tie(result) -> bool:
+    scores = sorted((s.score for s in result.scores), reverse=True)
+    return len(scores) > 1 and scores[0] - scores[1] < NEAR_TIE
 SAMPLE_TEXT = ("What a wonderful, heartfelt film. I loved every minute.\n"
                "The plot was dull and the acting even worse.")
 SAMPLE_CONTEXT = ("Pocket NLP converts Hugging Face models to ONNX without PyTorch. It then quantizes them to INT8, "
@@ -76,6 +85,11 @@ class ResultCard(widgets.Card):
         grid.setColumnStretch(0, 1)
         grid.setColumnStretch(1, 1)
         self.body.addLayout(grid)
+        if near_tie(fp32):
+            warn = widgets.label("⚠ Near-tie: the model is unsure between its top two labels here, so a small "
+                                 "change (such as INT8) can flip the answer.", "muted", wrap=True)
+            warn.setAccessibleName("Low confidence")
+            self.body.addWidget(warn)
 
 
 class TryPage(QWidget):
@@ -83,6 +97,7 @@ class TryPage(QWidget):
         super().__init__()
         self.window = window
         self.entry = None
+        self.mode = None  # the task the entry runs here: its own, or a mode of it (modes_of)
         self.task = None
         self.last_results = None
         lay = widgets.page_layout(
@@ -189,9 +204,14 @@ class TryPage(QWidget):
         self.entities_view, self.search_view = EntitiesView(self), SearchView(self)
         self.modes.addWidget(self.entities_view)
         self.modes.addWidget(self.search_view)
+        self.zero_shot_view = ZeroShotView(self)
+        self.modes.addWidget(self.zero_shot_view)
+        self.generation_view = GenerationView(self)
+        self.modes.addWidget(self.generation_view)
         self.view_index = {view: self.modes.indexOf(page) for view, page in  # Task.view → its page in `modes`
                            (("classification", cls), ("qa", qa), ("entities", self.entities_view),
-                            ("search", self.search_view))}
+                            ("search", self.search_view), ("zero-shot", self.zero_shot_view),
+                            ("generation", self.generation_view))}
         self._view_done_fn = None
         lay.addWidget(self.modes, 1)
 
@@ -232,11 +252,30 @@ class TryPage(QWidget):
             self.model_info.setText("")
             return
         self._select_in_combo()
-        from app.core.tasks import get_task
+        from app.core.tasks import get_task, modes_of
 
-        self.modes.setCurrentIndex(self.view_index[get_task(entry.task).view])
+        spec = (getattr(entry, "manifest", None) or {}).get("spec") or {}
+        self.mode = modes_of(entry.task, spec.get("labels") or ())[-1]  # an NLI classifier: zero-shot
+        self.modes.setCurrentIndex(self.view_index[get_task(self.mode).view])
         self.model_info.setText("INT8 not kept (accuracy guard): FP32 only" if entry.int8_dir is None else "")
         self._clear_results()
+
+    def open_example(self, d: dict) -> None:
+        """An example from Compare's list of differences, filled in and run in this model's view."""
+        from app.core.tasks import get_task
+
+        view = get_task(self.mode).view if self.mode else ""
+        text = str(d.get("input", ""))
+        if view == "qa" and d.get("context"):
+            self.question_edit.setText(text)
+            self.context_edit.setPlainText(str(d["context"]))
+            self.answer()
+        elif view == "classification":
+            self.text_edit.setPlainText(text.replace(" ||| ", " "))
+            self.classify()
+        elif view == "entities":
+            self.entities_view.text_edit.setPlainText(text)
+            self.entities_view.run()
 
     def _with_runners(self, fn):
         """Run fn(fp32, int8) in a worker, loading (and caching) the two runners first."""
@@ -284,6 +323,8 @@ class TryPage(QWidget):
         self.qa_status.setText("")
         self.entities_view.clear()
         self.search_view.clear()
+        self.zero_shot_view.clear()
+        self.generation_view.clear()
         for answer, meta, view in self.answer_views.values():
             answer.setText("")
             meta.setText("")
@@ -307,6 +348,9 @@ class TryPage(QWidget):
         same = sum(1 for r32, r8 in zip(a, b) if r8 is None or r32.label == r8.label)
         ms32 = sum(r.latency_ms for r in a) / len(a)
         words = [f"INT8 gives the same label on {same} of {len(a)}."]
+        ties = sum(1 for r in a if near_tie(r))
+        if ties:
+            words.append(f"{ties} of them {'is a near-tie' if ties == 1 else 'are near-ties'} (the model is unsure).")
         if b and b[0] is not None:
             ms8 = sum(r.latency_ms for r in b) / len(b)
             words.append(f"Average time: FP32 {ms32:.1f} ms, INT8 {ms8:.1f} ms per example.")
@@ -351,7 +395,12 @@ class TryPage(QWidget):
                 view.setHtml(highlight(context, 0, 0, color))
                 continue
             answer.setText(ans.text or "(no answer in the context)")
-            meta.setText(f"score {ans.score:.3f} · {ans.latency_ms:.1f} ms")
+            low = ans.text and ans.score < LOW_QA_SCORE
+            meta.setText(f"score {ans.score:.3f} · {ans.latency_ms:.1f} ms" + (
+                " · ⚠ low confidence: the context may not answer this question" if low else ""))
+            answer.setProperty("role", "muted" if low else "big")
+            answer.style().unpolish(answer)
+            answer.style().polish(answer)
             view.setHtml(highlight(context, ans.start, ans.end, color))
         if a is not None and b is not None:
             self.qa_status.setText("Both models give the same answer." if a.text == b.text
@@ -367,7 +416,7 @@ class TryPage(QWidget):
             return
         from app.core.tasks import get_task
 
-        task, key = get_task(self.entry.task), str(self.entry.path)
+        task, key = get_task(self.mode), str(self.entry.path)
 
         def work(fp32, int8):
             return key, request, task.predict(fp32, request), task.predict(int8, request) if int8 is not None else None
@@ -388,4 +437,5 @@ class TryPage(QWidget):
         self.qa_status.setText("")
         self.entities_view.status.setText("")
         self.search_view.status.setText("")
+        self.zero_shot_view.status.setText("")
         widgets.show_error(self, e)

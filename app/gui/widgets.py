@@ -241,6 +241,42 @@ class Banner(QFrame):
         self.text.setText(text)
 
 
+VERDICT_COLORS = {"Ready to use": "#2f7d6d", "Check on your data": "#a86a12", "Keep FP32": "#b83232"}
+
+
+class VerdictBadge(QFrame):
+    """The verdict (app.core.verdict): a coloured badge and one plain sentence; hidden when there is none."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(10)
+        self.badge = QLabel("")
+        self.badge.setAccessibleName("Verdict")
+        self.sentence = label("", wrap=True, selectable=True)
+        self.sentence.setAccessibleName("Why")
+        lay.addWidget(self.badge, 0, Qt.AlignTop)
+        lay.addWidget(self.sentence, 1)
+        self.hide()
+
+    def set_verdict(self, verdict) -> None:
+        if verdict is None:
+            self.hide()
+            return
+        color = VERDICT_COLORS.get(verdict.badge, "#5c626b")
+        self.badge.setText(verdict.badge)
+        self.badge.setStyleSheet(f"background: {color}; color: white; font-weight: 700; padding: 3px 12px; "
+                                 "border-radius: 11px;")
+        basis = ("measured on your data" if verdict.evidence.get("your_data")
+                 else "from the built-in test examples only")
+        self.sentence.setText(f"{verdict.sentence} ({basis})")
+        self.setToolTip("Ready to use: INT8 answers like FP32 on enough of your own labelled examples.\n"
+                        "Check on your data: not enough evidence yet, or a small difference to look at.\n"
+                        "Keep FP32: INT8 changes the answers too much.")
+        self.show()
+
+
 class SummaryCard(Card):
     """The plain-words result of a conversion: a headline, three big figures and a sentence."""
 
@@ -249,6 +285,8 @@ class SummaryCard(Card):
         self.headline = label("", "big", wrap=True)
         self.headline.setAccessibleName("Summary")
         self.body.addWidget(self.headline)
+        self.verdict = VerdictBadge()
+        self.body.addWidget(self.verdict)
         grid = QGridLayout()
         grid.setHorizontalSpacing(28)
         self.figures: list[tuple[QLabel, QLabel]] = []
@@ -261,13 +299,25 @@ class SummaryCard(Card):
         self.body.addLayout(grid)
         self.sentence = label("", "muted", wrap=True, selectable=True)
         self.body.addWidget(self.sentence)
+        self.details_link = label('<a href="#details">Details: the settings the accuracy guard chose</a>')
+        self.details_link.linkActivated.connect(lambda _: self.technical.setVisible(not self.technical.isVisible()))
+        self.body.addWidget(self.details_link)
+        self.technical = label("", "muted", wrap=True, selectable=True)
+        self.technical.setAccessibleName("Technical details")
+        self.technical.hide()
+        self.body.addWidget(self.technical)
 
-    def show_summary(self, headline: str, figures: list[tuple[str, str]], sentence: str) -> None:
+    def show_summary(self, headline: str, figures: list[tuple[str, str]], sentence: str,
+                     technical: str = "") -> None:
+        """Plain words first; the technical sentence behind the Details link."""
         self.headline.setText(headline)
         for (value, caption), (v, c) in zip(self.figures, figures + [("", "")] * 3):
             value.setText(v)
             caption.setText(c)
         self.sentence.setText(sentence)
+        self.technical.setText(technical)
+        self.technical.hide()
+        self.details_link.setVisible(bool(technical))
 
 
 class ProbabilityBars(QWidget):
@@ -319,15 +369,21 @@ def hline() -> QFrame:
 
 # --- errors -------------------------------------------------------------------------------------------------
 
+ERROR_TITLES = {
+    "NotAModelFolderError": "Not a model folder", "DamagedEntryError": "This converted model is damaged",
+    "BenchError": "The measurement failed",
+    "ModelNotFoundError": "Model not found", "OfflineError": "Cannot reach the Hugging Face Hub",
+    "AccessDeniedError": "Access denied", "UnsupportedModelError": "This model cannot be converted",
+    "InvalidModelError": "The model files are broken", "ExportError": "Export failed",
+    "QuantizationError": "Quantization failed", "StoreError": "Cannot write the model store",
+    "InputError": "Check the input", "CancelledError": "Cancelled",
+}
+
+
 def error_title(e: BaseException) -> str:
-    name = type(e).__name__
-    return {
-        "ModelNotFoundError": "Model not found", "OfflineError": "Cannot reach the Hugging Face Hub",
-        "AccessDeniedError": "Access denied", "UnsupportedModelError": "This model cannot be converted",
-        "InvalidModelError": "The model files are broken", "ExportError": "Export failed",
-        "QuantizationError": "Quantization failed", "StoreError": "Cannot write the model store",
-        "InputError": "Check the input", "CancelledError": "Cancelled",
-    }.get(name, "Something went wrong")
+    """The most specific title of the error's class or its bases."""
+    return next((ERROR_TITLES[c.__name__] for c in type(e).__mro__ if c.__name__ in ERROR_TITLES),
+                "Something went wrong")
 
 
 class ErrorDialog(QDialog):
@@ -350,7 +406,16 @@ class ErrorDialog(QDialog):
         self.message.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Minimum)
         lay.addWidget(self.message)
         lay.addSpacing(6)
-        self.details = QPlainTextEdit("".join(traceback.format_exception(type(e), e, e.__traceback__)))
+        supported = getattr(e, "supported", ())
+        if supported:  # what Pocket NLP converts, behind a link instead of inside the message
+            link = label('<a href="#supported">What Pocket NLP supports</a>')
+            link.setOpenExternalLinks(False)
+            link.linkActivated.connect(lambda _: self._show_details())
+            lay.addWidget(link)
+        details = (f"{type(e).__name__}: {e}\n\n" + ("Pocket NLP converts:\n  " + "\n  ".join(supported) + "\n\n"
+                                                      if supported else "")
+                   + "".join(traceback.format_exception(type(e), e, e.__traceback__)))
+        self.details = QPlainTextEdit(details)
         self.details.setReadOnly(True)
         self.details.setAccessibleName("Error details")
         self.details.setMinimumHeight(180)
@@ -360,6 +425,9 @@ class ErrorDialog(QDialog):
         self.toggle = buttons.addButton("Show details", QDialogButtonBox.ActionRole)
         self.toggle.setAccessibleName("Show details")
         self.toggle.clicked.connect(self._toggle)
+        self.copy = buttons.addButton("Copy details", QDialogButtonBox.ActionRole)
+        self.copy.setAccessibleName("Copy details")
+        self.copy.clicked.connect(self._copy)
         buttons.accepted.connect(self.accept)
         lay.addWidget(buttons)
         buttons.button(QDialogButtonBox.Ok).setFocus()
@@ -368,6 +436,16 @@ class ErrorDialog(QDialog):
         self.details.setVisible(not self.details.isVisible())
         self.toggle.setText("Hide details" if self.details.isVisible() else "Show details")
         self.adjustSize()
+
+    def _show_details(self) -> None:
+        if not self.details.isVisible():
+            self._toggle()
+
+    def _copy(self) -> None:
+        from PySide6.QtWidgets import QApplication
+
+        QApplication.clipboard().setText(f"{self.message.text()}\n\n{self.details.toPlainText()}")
+        self.copy.setText("Copied")
 
 
 def show_error(parent: QWidget | None, e: BaseException, *, context: str = "") -> ErrorDialog:

@@ -12,28 +12,13 @@ A reference is `org/name`, `org/name@revision`, a Hub URL (`https://huggingface.
   search    Hub search for the Choose page
 """
 
-from app.core.hub.cache import (
-                                CachedModel,
-                                cached_models,
-                                hub_cache_dir,
-                                hub_endpoint,
-                                hub_offline,
-)
+from app.core.hub.cache import CachedModel, cached_models, hub_cache_dir, hub_endpoint, hub_offline
 from app.core.hub.download import resolve
-from app.core.hub.files import (
-                                PICKLE_WEIGHTS,
-                                POOLING_FILES,
-                                SAFETENSORS,
-                                SAFETENSORS_INDEX,
-                                TOKENIZER_FILES,
-                                has_tokenizer,
-                                local_source,
-                                select_files,
-                                weight_files,
-)
+from app.core.hub.files import (PICKLE_WEIGHTS, POOLING_FILES, SAFETENSORS, SAFETENSORS_INDEX, TOKENIZER_FILES,
+                                local_source, select_files, weight_files)
 from app.core.hub.refs import ModelRef, ModelSource
 from app.core.hub.search import HubModel, search_models
 
 __all__ = ["PICKLE_WEIGHTS", "POOLING_FILES", "SAFETENSORS", "SAFETENSORS_INDEX", "TOKENIZER_FILES", "CachedModel",
-           "HubModel", "ModelRef", "ModelSource", "cached_models", "has_tokenizer", "hub_cache_dir", "hub_endpoint",
+           "HubModel", "ModelRef", "ModelSource", "cached_models", "hub_cache_dir", "hub_endpoint",
            "hub_offline", "local_source", "resolve", "search_models", "select_files", "weight_files"]

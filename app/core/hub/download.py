@@ -14,24 +14,9 @@ import threading
 from pathlib import Path
 
 from app.core.errors import InvalidModelError, OfflineError, PocketError
-from app.core.hub.cache import (
-    COMMIT,
-    cached_source,
-    hub_cache_dir,
-    hub_endpoint,
-    hub_offline,
-    repo_folder,
-    write_ref,
-)
+from app.core.hub.cache import COMMIT, cached_source, hub_cache_dir, hub_endpoint, hub_offline, repo_folder, write_ref
 from app.core.hub.failures import reason, translate, unreachable
-from app.core.hub.files import (
-    SAFETENSORS_INDEX,
-    PickleOnlyError,
-    local_source,
-    read_index,
-    select_files,
-    weight_files,
-)
+from app.core.hub.files import SAFETENSORS_INDEX, PickleOnlyError, local_source, read_index, select_files, weight_files
 from app.core.hub.refs import ModelRef, ModelSource
 from app.core.progress import ProgressFn, check_cancel, report
 
@@ -191,7 +176,7 @@ def resolve(ref: str | ModelRef, *, progress: ProgressFn | None = None, cancel: 
                 raise
             raise error from e
         cause = reason(e)
-        log.warning("The Hub cannot be reached (%s); looking for %s in the cache", cause, ref.label)
+        log.info("The Hub cannot be reached (%s); looking for %s in the cache", cause, ref.label)
         source = cached_source(ref, cache, "The Hub cannot be reached; using the copy of {repo} in your Hugging "
                                             "Face cache (revision {short}).")
         if source is None:

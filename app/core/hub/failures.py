@@ -8,12 +8,7 @@ from __future__ import annotations
 
 import errno
 
-from app.core.errors import (
-    AccessDeniedError,
-    ModelNotFoundError,
-    PocketError,
-    StoreError,
-)
+from app.core.errors import AccessDeniedError, ModelNotFoundError, PocketError, StoreError
 from app.core.hub.cache import hub_cache_dir, hub_endpoint
 from app.core.hub.refs import ModelRef
 
@@ -84,7 +79,11 @@ def reason(e: BaseException) -> str:
             return f"the Hub answered HTTP {status}"
         if type(seen).__name__ == "OfflineModeIsEnabled":
             return "huggingface_hub is in offline mode"
+        if isinstance(seen, OSError) and "Consistency check failed" in str(seen):
+            return "the download was cut short"
+        if isinstance(seen, (ConnectionError, TimeoutError)) or type(seen).__name__.endswith("TransportError"):
+            return "the connection broke off"
         seen = seen.__cause__ or seen.__context__
-    return type(e).__name__
+    return "the connection failed"
 
 

@@ -11,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-from app.core.errors import InvalidModelError, UnsupportedModelError
+from app.core.errors import InvalidModelError, NotAModelFolderError, UnsupportedModelError
 from app.core.hub.refs import ModelRef, ModelSource
 
 SAFETENSORS = "model.safetensors"
@@ -19,7 +19,8 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 OTHER_WEIGHTS = ("tf_model.h5", "flax_model.msgpack", "model.ckpt.index")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                   "vocab.json", "merges.txt", "sentencepiece.bpe.model", "spiece.model", "added_tokens.json")
+                   "vocab.json", "merges.txt", "sentencepiece.bpe.model", "spiece.model", "spm.model",
+                   "added_tokens.json")
 # Small files sentence-transformers repos use to describe pooling; the embedding task may read them.
 POOLING_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 _POOLING_CONFIG = re.compile(r"^\d+_Pooling/config\.json$")
@@ -81,7 +82,7 @@ def weight_files(folder: Path) -> tuple[Path, ...]:
     if chosen:
         return (folder / chosen[0],)
     if not (folder / "config.json").is_file():
-        raise InvalidModelError(f"{folder} is not a model folder: it has no config.json and no weights. Pick the "
+        raise NotAModelFolderError(f"{folder} is not a model folder: it has no config.json and no weights. Pick the "
                                 "folder that holds config.json and model.safetensors.")
     raise InvalidModelError(f"{folder} has a config.json but no model.safetensors. Re-download the model.")
 
@@ -105,11 +106,6 @@ def select_files(names, *, where: str = "The repo") -> list[str]:
     extras += sorted(n for n in present if _POOLING_CONFIG.match(n))
     # config.json last: a snapshot with config.json was completely downloaded (see cache.cached_snapshot).
     return [*weights, *extras, "config.json"]
-
-
-def has_tokenizer(folder: Path) -> bool:
-    """Whether the folder has files a tokenizer can be built from."""
-    return any((Path(folder) / name).is_file() for name in ("tokenizer.json", "vocab.txt", "vocab.json"))
 
 
 def local_source(ref: ModelRef, *, revision: str | None = None, notice: str = "") -> ModelSource:

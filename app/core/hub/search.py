@@ -10,6 +10,28 @@ from app.core.hub.cache import hub_endpoint, hub_offline
 from app.core.hub.refs import ModelRef
 
 
+def quick_probe(endpoint: str, timeout: float = 3.0) -> str:
+    """"" when the endpoint's host accepts a connection within `timeout` seconds, else why not: a search fails in
+    seconds when offline instead of waiting for huggingface_hub's retries (~23 s)."""
+    import os
+    import socket
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return ""  # behind a proxy the host itself may be unreachable by design: let the request decide
+    url = urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+            return ""
+    except socket.gaierror:
+        return f"the name {url.hostname} cannot be resolved (no network or DNS)"
+    except TimeoutError:
+        return f"{url.hostname} did not answer within {timeout:g} s"
+    except OSError as e:
+        return f"cannot connect to {url.hostname}:{port} ({e.strerror or e})"
+
+
 @dataclass(frozen=True)
 class HubModel:
     """One search hit, with whether Pocket NLP can convert it and, if not, why (in plain words)."""
@@ -53,6 +75,10 @@ def search_models(query: str, task: str = "text-classification", limit: int = 30
     if hub_offline():
         raise OfflineError("Offline mode is on, so the Hub is not searched. Pick a model from your cache or a "
                            "folder, or turn offline mode off in Settings.")
+    problem = quick_probe(hub_endpoint())
+    if problem:
+        raise OfflineError(f"The Hugging Face Hub cannot be reached ({problem}). Check your connection, or pick a "
+                           "model from your cache or a folder.")
     from huggingface_hub import HfApi
 
     ref = ModelRef(text=query or "search", repo_id=query or "search")

@@ -12,6 +12,8 @@ TASKS: dict[str, str] = {  # task name → module under app.core.tasks
     "question-answering": "qa",
     "token-classification": "ner",
     "feature-extraction": "embeddings",
+    "zero-shot-classification": "zero_shot",  # a mode of NLI classifiers (modes_of), no graph of its own
+    "text-generation": "generation",
 }
 
 
@@ -31,3 +33,9 @@ def task_of_architecture(architecture: str) -> str | None:
         if architecture.endswith(suffix):
             return name
     return None
+
+
+def modes_of(task: str, labels=()) -> list[str]:
+    """The tasks a model of `task` with these labels can run: its own, then the modes that run on it (a plug-in
+    with `runs_on == task` whose `accepts(labels)`; e.g. zero-shot classification on an NLI classifier)."""
+    return [task] + [t.name for t in all_tasks() if getattr(t, "runs_on", None) == task and t.accepts(labels)]

@@ -32,6 +32,12 @@ class PredictRequest:
     max_answer_len: int = 15
     allow_no_answer: bool = False
     aggregation: str = "simple"
+    # text generation: the prompt and how to continue it (temperature 0: greedy; top_k above samples too)
+    prompt: str | None = None
+    max_new_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

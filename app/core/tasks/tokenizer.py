@@ -177,7 +177,8 @@ def _add_tokens(tokenizer: Tokenizer, folder: Path, config: dict, specials: dict
     if added_json.is_file():
         for content, idx in sorted(_read_json(added_json).items(), key=lambda kv: kv[1]):
             if content not in known and content not in vocab:
-                declared.append((int(idx), AddedToken(content, normalized=True, special=False)))
+                special = content in specials.values()  # e.g. DeBERTa-v3's [MASK], listed only there
+                declared.append((int(idx), AddedToken(content, normalized=not special, special=special)))
                 known.add(content)
     for content in dict.fromkeys(specials.values()):
         if content not in known:
@@ -229,8 +230,9 @@ def _wordpiece_from(folder: Path, config: dict) -> Tokenizer:
     return tok
 
 
-def _bpe_from(folder: Path, config: dict) -> Tokenizer:
-    """RoBERTa family: byte-level BPE from vocab.json + merges.txt, as transformers' RobertaTokenizer builds it."""
+def _bpe_from(folder: Path, config: dict, defaults: dict[str, str] = ROBERTA_SPECIAL_TOKENS) -> Tokenizer:
+    """RoBERTa family: byte-level BPE from vocab.json + merges.txt, as transformers' RobertaTokenizer builds it;
+    GPT-2 (no SEP/CLS in its `defaults`): the same BPE without a post-processor, as GPT2Tokenizer adds no tokens."""
     vocab = _read_json(folder / "vocab.json")
     try:
         merge_lines = (folder / "merges.txt").read_text(encoding="utf-8").split("\n")
@@ -244,7 +246,7 @@ def _bpe_from(folder: Path, config: dict) -> Tokenizer:
         if len(parts) != 2:
             raise InvalidModelError(f"{folder / 'merges.txt'} has a malformed merge {line!r}. Re-download the model.")
         merges.append((parts[0], parts[1]))
-    specials = _special_tokens(folder, config, ROBERTA_SPECIAL_TOKENS)
+    specials = _special_tokens(folder, config, defaults)
     add_prefix_space = bool(config.get("add_prefix_space", False))
     trim_offsets = bool(config.get("trim_offsets", True))
     tok = Tokenizer(BPE(vocab=vocab, merges=merges, dropout=None, continuing_subword_prefix="",
@@ -252,6 +254,8 @@ def _bpe_from(folder: Path, config: dict) -> Tokenizer:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
     tok.decoder = decoders.ByteLevel()
     _add_tokens(tok, folder, config, specials)
+    if "sep_token" not in specials:
+        return tok
     sep, cls = specials["sep_token"], specials["cls_token"]
     tok.post_processor = processors.RobertaProcessing(
         (sep, _require_id(tok, sep, "SEP", folder)), (cls, _require_id(tok, cls, "CLS", folder)),
@@ -275,7 +279,13 @@ def load_tokenizer(folder: Path, spec: ModelSpec | None = None) -> TextTokenizer
     elif (folder / "vocab.txt").is_file():
         tok, source = _wordpiece_from(folder, config), "vocab.txt"
     elif (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
-        tok, source = _bpe_from(folder, config), "vocab.json+merges.txt"
+        family_tokens = spec.family_class.special_tokens  # GPT-2's have no SEP: no RoBERTa post-processor
+        tok = _bpe_from(folder, config, ROBERTA_SPECIAL_TOKENS if "sep_token" in family_tokens else family_tokens)
+        source = "vocab.json+merges.txt"
+    elif (folder / "spm.model").is_file():  # DeBERTa-v2/v3's SentencePiece Unigram model
+        from app.core.tasks.sentencepiece import tokenizer_from
+
+        tok, source = tokenizer_from(folder, config, spec.family_class.special_tokens), "spm.model"
     else:
         sentencepiece = [p.name for p in folder.glob("*.model")]
         hint = (f" It has a SentencePiece model ({', '.join(sentencepiece)}), which Pocket NLP reads only through "
@@ -286,7 +296,7 @@ def load_tokenizer(folder: Path, spec: ModelSpec | None = None) -> TextTokenizer
     pad_id = tok.token_to_id(specials["pad_token"])
     if pad_id is None:
         pad_id = spec.pad_token_id
-    cls_id = tok.token_to_id(specials["cls_token"])
+    cls_id = tok.token_to_id(specials["cls_token"]) if "cls_token" in specials else None  # GPT-2 has none
     tokenizer = TextTokenizer(tok, max_length=model_max_length(spec, config), pad_token_id=pad_id,
                               cls_token_id=cls_id, source=source)
     log.debug("loaded %r from %s", tokenizer, folder)

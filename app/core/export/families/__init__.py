@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from app.core.export.families.base import EncoderFamily
 from app.core.export.families.bert import Bert
+from app.core.export.families.deberta import DebertaV2
 from app.core.export.families.distilbert import DistilBert
 from app.core.export.families.electra import Electra
+from app.core.export.families.gpt2 import Gpt2
+from app.core.export.families.modernbert import ModernBert
+from app.core.export.families.mpnet import MPNet
 from app.core.export.families.roberta import Roberta
 
 FAMILIES: dict[str, type[EncoderFamily]] = {
@@ -17,6 +21,10 @@ FAMILIES: dict[str, type[EncoderFamily]] = {
     "distilbert": DistilBert,
     "roberta": Roberta, "xlm-roberta": Roberta, "camembert": Roberta,
     "electra": Electra,
+    "deberta-v2": DebertaV2,
+    "gpt2": Gpt2,
+    "modernbert": ModernBert,
+    "mpnet": MPNet,
 }
 
 

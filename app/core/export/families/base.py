@@ -53,6 +53,14 @@ class EncoderFamily:
     # --- weight names ---------------------------------------------------------------------------------
     prefix: ClassVar[str] = "bert."
     layer_names: ClassVar[dict[str, str]] = BERT_LAYER
+    word_embeddings: ClassVar[str] = "embeddings.word_embeddings.weight"  # after `prefix`: finds the prefix in use
+    # fused graphs use MultiHeadAttention; False keeps the plain attention ops (MPNet: faster with its bias)
+    fused_attention: ClassVar[bool] = True
+
+    @classmethod
+    def has_token_types(cls, spec: ModelSpec) -> bool:
+        """Whether this model's graph takes token_type_ids (DeBERTa decides per config)."""
+        return cls.uses_token_types
 
     @classmethod
     def read_dims(cls, config: dict, need) -> dict:
@@ -77,10 +85,10 @@ class EncoderFamily:
         self.g = Graph(spec.architecture, opset, contrib=fused)
         self.problems: list[str] = []
         candidates = [self.prefix, ""]
-        found = [p for p in candidates if self._find(p + "embeddings.word_embeddings.weight")]
+        found = [p for p in candidates if self._find(p + self.word_embeddings)]
         if not found:
             raise InvalidModelError(
-                f"The weights have no '{candidates[0]}embeddings.word_embeddings.weight': they do not belong to a "
+                f"The weights have no '{candidates[0]}{self.word_embeddings}': they do not belong to a "
                 f"{spec.model_type} model as config.json says. Re-download the model or fix config.json.")
         self.prefix = found[0]
 
@@ -190,7 +198,7 @@ class EncoderFamily:
     def attention_mask_bias(self, attention_mask: str) -> str:
         #  mask ─ Cast ─ Sub(1, ·) ─ Mul(float32 min) ─ Unsqueeze[1,2] ─► [B,1,1,S] additive bias
         g = self.g
-        if self.fused:  # the contrib attention op takes the raw 0/1 mask as key padding
+        if self.fused and self.fused_attention:  # the contrib attention op takes the raw 0/1 mask as key padding
             return g.node("Cast", [attention_mask], "/encoder/mask/Cast", to=TensorProto.INT32)
         m = g.node("Cast", [attention_mask], "/encoder/mask/Cast", to=TensorProto.FLOAT)
         inv = g.node("Sub", [g.const(1.0, np.float32), m], "/encoder/mask/Sub")
@@ -212,7 +220,7 @@ class EncoderFamily:
 
     def attention(self, x: str, mask: str, key: str, path: str) -> str:
         """Self-attention up to (not including) the output projection: the merged heads' context."""
-        if self.fused:
+        if self.fused and self.fused_attention:
             return self._fused_attention(x, mask, key, path)
         #  x ─ q,k,v Linear ─ split heads ─ MatMul(q,kᵀ)·1/√d + mask ─ Softmax ─ MatMul(v) ─ merge heads ─►
         s, g, n = self.spec, self.g, self.layer_names

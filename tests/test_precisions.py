@@ -1,0 +1,32 @@
+"""Use it: which nodes are INT8 and why, and a code snippet that runs an entry's folder with onnxruntime alone."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from app.core.precisions import code_snippet, node_precisions
+from app.core.quantize import QuantizeConfig
+from app.core.store import ConvertConfig, convert
+
+
+@pytest.mark.parametrize("family, head", [("bert", "sequence-classification"), ("distilbert", "question-answering"),
+                                          ("roberta", "token-classification"), ("bert", "base")])
+def test_the_snippet_runs_the_int8_folder_on_its_own(tiny_models, tmp_path, family, head):
+    entry = convert(str(tiny_models(family, head)), ConvertConfig(force=QuantizeConfig(keep_fp32=())),
+                    root=tmp_path / "store")
+    code = code_snippet(entry.int8_dir, entry.manifest["spec"])
+    assert "import torch" not in code and "transformers" not in code
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip(), run.stderr
+
+
+def test_inspect_lists_int8_and_fp32_nodes_with_reasons(tiny_models, tmp_path):
+    entry = convert(str(tiny_models("bert", "sequence-classification")), root=tmp_path / "store")
+    rows = node_precisions(entry.int8_dir / "model.onnx", entry.manifest["quantization"])
+    precisions = {r.precision for r in rows}
+    assert precisions == {"INT8", "FP32"} and all(r.why for r in rows)
+    assert any(r.op == "DynamicQuantizeMatMul" for r in rows)
+    assert any("task head" in r.why for r in rows if r.precision == "FP32")
