@@ -433,16 +433,19 @@ def _cmd_report(args) -> int:
     return 0
 
 
-def _number(kind, lo=None, hi=None, *, what: str = ""):
-    """An argparse type: `kind` within [lo, hi]; out-of-range values are usage errors (exit code 2)."""
+def _number(kind, lo=None, hi=None, *, what: str = "", above: bool = False):
+    """An argparse type: `kind` within [lo, hi] (`above`: > lo); out-of-range values are usage errors (exit 2)."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-        if value != value or (lo is not None and value < lo) or (hi is not None and value > hi):
-            bounds = (f"between {lo:g} and {hi:g}" if lo is not None and hi is not None
-                      else f"at least {lo:g}" if lo is not None else f"at most {hi:g}")
+        low = lo is not None and (value <= lo if above else value < lo)
+        if value != value or low or (hi is not None and value > hi):
+            if lo is not None and hi is not None:
+                bounds = f"above {lo:g} and at most {hi:g}" if above else f"between {lo:g} and {hi:g}"
+            else:
+                bounds = (f"above {lo:g}" if above else f"at least {lo:g}") if lo is not None else f"at most {hi:g}"
             raise argparse.ArgumentTypeError(f"{text} is out of range: {what or 'it'} must be {bounds}")
         return value
     parse.__name__ = kind.__name__  # argparse names the type in its messages
@@ -518,11 +521,14 @@ def build_parser() -> argparse.ArgumentParser:
     _zero_shot_arguments(p, multi_label=True)
     gen = p.add_argument_group("text generation (GPT-2): greedy unless --temperature, --top-k or --top-p is given")
     gen.add_argument("--prompt", help="the text to continue")
-    gen.add_argument("--max-new-tokens", type=int, default=None, help="tokens to generate (default 32; it stops "
-                                                                      "earlier at the end-of-text token)")
-    gen.add_argument("--temperature", type=float, default=None, help="sample at this temperature (0: greedy)")
-    gen.add_argument("--top-p", type=float, default=None, help="sample from the smallest set with this probability")
-    gen.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same sample")
+    gen.add_argument("--max-new-tokens", type=_number(int, 1, 100000, what="the number of new tokens"), default=None,
+                     help="tokens to generate (default 32; it stops earlier at the end-of-text token)")
+    gen.add_argument("--temperature", type=_number(float, 0.0, 100.0, what="the temperature"), default=None,
+                     help="sample at this temperature (0: greedy)")
+    gen.add_argument("--top-p", type=_number(float, 0.0, 1.0, what="top-p", above=True), default=None,
+                     help="sample from the smallest set with this probability")
+    gen.add_argument("--seed", type=_number(int, 0, 2**32 - 1, what="the seed"), default=None,
+                     help="random seed: the same seed gives the same sample")
     p.add_argument("--threads", type=THREADS, default=None, help="ONNX Runtime threads (default: all cores)")
     p.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")

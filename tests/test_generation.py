@@ -176,8 +176,10 @@ def test_cli_predict_json(converted, capsys, monkeypatch):
     for name in ("fp32", "int8"):
         assert {"text", "token_ids", "ttft_ms", "tokens_per_s"} <= out[name].keys()
         assert 1 <= len(out[name]["token_ids"]) <= 8
-    assert main(["predict", str(entry.path), "--prompt", PROMPT, "--max-new-tokens", "0", "-q"]) == 1
-    assert "at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:  # an out-of-range number is a usage error (argparse: exit 2)
+        main(["predict", str(entry.path), "--prompt", PROMPT, "--max-new-tokens", "0", "-q"])
+    assert usage.value.code == 2
+    assert "must be between 1 and" in capsys.readouterr().err
     assert main(["predict", str(entry.path), "--prompt", "", "-q"]) == 1
 
 

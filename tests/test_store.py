@@ -193,7 +193,9 @@ def test_predict_and_bench_accept_an_export_folder(bert, tmp_path, monkeypatch):
     ["convert", "m", "--min-agreement", "1.5"], ["convert", "m", "--min-cosine", "-0.1"],
     ["export", "m", "--out", "o", "--opset", "5"], ["predict", "m", "--text", "t", "--top-k", "0"],
     ["predict", "m", "--text", "t", "--max-answer-len", "0"], ["eval", "m", "--data", "x", "--show", "-1"],
-    ["convert", "m", "--min-agreement", "nan"], ["bench", "m", "--runs", "many"]])
+    ["convert", "m", "--min-agreement", "nan"], ["bench", "m", "--runs", "many"],
+    ["predict", "m", "--prompt", "p", "--max-new-tokens", "0"], ["predict", "m", "--prompt", "p", "--top-p", "2"],
+    ["predict", "m", "--prompt", "p", "--temperature", "-1"], ["predict", "m", "--prompt", "p", "--seed", "-5"]])
 def test_out_of_range_numbers_are_usage_errors(args):
     r = _cli(*args, timeout=60)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "error:" in r.stderr, r.stderr
