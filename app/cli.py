@@ -433,6 +433,35 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_inspect(args) -> int:
+    from app.core.precisions import code_snippet, node_precisions
+
+    bar = ProgressBar(sys.stderr, enabled=not args.quiet)
+    try:
+        entry = _entry(args.model, bar)
+    finally:
+        bar.close()
+    folder = entry.int8_dir or entry.fp32_dir
+    if args.code:
+        print(code_snippet(folder, entry.manifest.get("spec") or {}), end="")
+        return 0
+    rows = node_precisions(entry.int8_dir / "model.onnx", entry.manifest["quantization"]) if entry.int8_dir else []
+    if args.json:
+        _print_json({"entry": str(entry.path), "folder": str(folder), "nodes": [r.to_dict() for r in rows]})
+        return 0
+    if not rows:
+        print(f"{entry.name}: no INT8 model was kept, so every part runs in FP32 ({folder}).")
+        return 0
+    int8 = sum(r.precision == "INT8" for r in rows)
+    print(f"{entry.name}: {int8} of the {len(rows)} heavy parts run in INT8 ({folder}):")
+    width = max(len(r.name) for r in rows)
+    for r in rows:
+        print(f"  {r.name:<{width}}  {r.precision}  {r.why}")
+    print("Run it elsewhere: `python -m app inspect MODEL --code` prints a program that needs only onnxruntime, "
+          "tokenizers and numpy.")
+    return 0
+
+
 def _number(kind, lo=None, hi=None, *, what: str = "", above: bool = False):
     """An argparse type: `kind` within [lo, hi] (`above`: > lo); out-of-range values are usage errors (exit 2)."""
     def parse(text: str):
@@ -558,6 +587,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("models", nargs="+", metavar="MODEL", help="an entry's folder name (see `list`) or the model "
                                                               "it was converted from")
     p.set_defaults(func=_cmd_delete)
+
+    p = sub.add_parser("inspect", help="which parts of the INT8 model are INT8 and which stayed FP32, and why; "
+                                       "--code prints a program that runs the model folder with onnxruntime alone")
+    p.add_argument("model", help="a converted model (store entry) or anything `convert` accepts")
+    p.add_argument("--code", action="store_true", help="print the code that runs the model instead")
+    p.add_argument("--json", action="store_true", help="print a machine-readable list on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("report", help="write the FP32 vs INT8 report (HTML, or JSON for a .json name), as the GUI's "
                                       "Compare page exports it, with what bench and eval measured")

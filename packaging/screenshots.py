@@ -1,6 +1,6 @@
-"""Screenshots of every page at 1280x800, in the light and dark themes, for a person to look at.
+"""Screenshots of every page at 1280x800 (or --size 1024x640), in the light and dark themes, for a person to look at.
 
-    xvfb-run -s "-screen 0 1280x800x24" .venv/bin/python packaging/screenshots.py [--out screenshots]
+    xvfb-run -s "-screen 0 1280x800x24" .venv/bin/python packaging/screenshots.py [--out screenshots] [--size WxH]
 
 Runs the real app against a temporary store and an offline, empty Hugging Face cache: it converts the real
 checkpoints in ../shared/models when they are there (else the tiny test models), benchmarks, evaluates, and
@@ -57,6 +57,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "screenshots"))
     parser.add_argument("--themes", default="light,dark")
+    parser.add_argument("--size", default="1280x800", help="window size, e.g. 1024x640 (a small laptop screen)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -91,7 +92,7 @@ def main() -> int:
         settings = QSettings(str(tmp / f"settings-{theme}.ini"), QSettings.IniFormat)
         settings.setValue("recent", ["distilbert/distilbert-base-uncased-finetuned-sst-2-english", str(cls_model)])
         w = MainWindow(settings)
-        w.resize(1280, 800)
+        w.resize(*(int(v) for v in args.size.lower().split("x")))
         w.move(0, 0)
         w.show()
         settle(600)
@@ -139,7 +140,7 @@ def main() -> int:
         shoot(w, f"{theme}-3b-try-question-answering")
         # Named entities and search, with the real checkpoints when they are here
         for key, model, view in (("ner", SHARED / "models" / "minilm-conll", "entities"),
-                                 ("emb", EMBEDDER, "search")):
+                                 ("emb", EMBEDDER, "search"), ("gen", SHARED / "models" / "tinygpt2-en", "generation")):
             if not (model / "config.json").is_file():
                 continue
             if key not in entries:
@@ -151,7 +152,7 @@ def main() -> int:
             w.show_page("Try it")
             w.try_it.last_results = None
             getattr(w.try_it, f"{view}_view").run()
-            wait_until(lambda: w.try_it.last_results is not None, 120)
+            wait_until(lambda: w.try_it.last_results is not None or not w.try_it._busy(), 120)
             shoot(w, f"{theme}-3c-try-{view}")
 
         # Compare: benchmark (+ evaluation when a labelled file is there)
@@ -172,6 +173,15 @@ def main() -> int:
         wait_until(lambda: w.library.table.rowCount() >= 2, 30)
         w.library.select(0)
         shoot(w, f"{theme}-5-library")
+        sst2 = next(r for r in range(w.library.table.rowCount()) if "sst2" in w.library.table.item(r, 0).text())
+        w.library.select(sst2)
+        w.library.use_selected()
+        wait_until(lambda: w.library.use_dialog.table.rowCount() > 0, 60)
+        shoot(w, f"{theme}-5b-use-it")
+        w.library.use_dialog.findChild(__import__("PySide6.QtWidgets", fromlist=["QTabWidget"]).QTabWidget) \
+            .setCurrentIndex(1)
+        shoot(w, f"{theme}-5c-inspect")
+        w.library.use_dialog.reject()
 
         w.open_settings()
         shoot(w, f"{theme}-6-settings")

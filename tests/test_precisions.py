@@ -23,6 +23,18 @@ def test_the_snippet_runs_the_int8_folder_on_its_own(tiny_models, tmp_path, fami
     assert run.returncode == 0 and run.stdout.strip(), run.stderr
 
 
+def test_inspect_from_the_command_line(tiny_models, tmp_path, monkeypatch, capsys):
+    from app.cli import main
+
+    monkeypatch.setenv("POCKET_NLP_HOME", str(tmp_path / "store"))
+    folder = str(tiny_models("bert", "sequence-classification"))
+    assert main(["inspect", folder, "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "run in INT8" in out and "FP32" in out
+    assert main(["inspect", folder, "--code", "-q"]) == 0
+    assert "import onnxruntime" in capsys.readouterr().out
+
+
 def test_inspect_lists_int8_and_fp32_nodes_with_reasons(tiny_models, tmp_path):
     entry = convert(str(tiny_models("bert", "sequence-classification")), root=tmp_path / "store")
     rows = node_precisions(entry.int8_dir / "model.onnx", entry.manifest["quantization"])

@@ -65,3 +65,10 @@ def test_wilson_lower_bound():
     assert wilson_lower(1.0, 0) == 0.0
     assert 0.99 < wilson_lower(0.999, 10000) < 0.999
     assert wilson_lower(0.5, 100) == pytest.approx(0.404, abs=0.002)
+
+
+def test_qa_says_how_many_different_answers_still_overlap():
+    diffs = [{"fp32": "Gustave Eiffel", "int8": "Eiffel"}, {"fp32": "1889", "int8": "in Paris"}]
+    v = verdict(_manifest(), _evaluation(500, 0.996, 0.8, 0.8, task="question-answering", disagreements=diffs))
+    assert "1 of the different answers still overlap" in v.sentence
+    assert v.evidence["your_data"]["overlapping_answers"] == 1

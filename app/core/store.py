@@ -592,7 +592,7 @@ def convert(ref: str | ModelRef, config: ConvertConfig = ConvertConfig(), *, pro
     clean_leftovers(root)
     load_tokenizer(source.path)  # a missing or broken tokenizer fails now, naming the model's own folder
     hashes = Hashes(root)
-    report(progress, "export", 0, None, "identifying the model by its content")
+    report(progress, "identify", 0, None, "identifying the model by its content")
     content, files = content_id(source, hashes)
     hashes.save()
     name = entry_dirname(source, content)

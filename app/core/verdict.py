@@ -55,6 +55,11 @@ def headline_metric(evaluation: dict) -> tuple[str, str, float, float] | None:
     return None
 
 
+def _overlap(a: str, b: str) -> bool:
+    """Two answer texts that share a word: the same answer with a longer or shorter span."""
+    return bool(set(a.lower().split()) & set(b.lower().split()))
+
+
 def _percent(x: float) -> str:
     """100%, 99.75% (two decimals from 99% up, where the difference matters), 94.5%."""
     return "100%" if x >= 1 else f"{100 * x:.2f}%" if x >= 0.99 else f"{100 * x:.1f}%"
@@ -89,7 +94,11 @@ def verdict(manifest: dict, evaluation: dict | None = None) -> Verdict:
                       if abs(loss) >= 0.05 else f"its {name.lower()} is the same")
         else:
             loss, change = 0.0, ""
-        ties = (f" ({near_ties} of the differences {'is an example' if near_ties == 1 else 'are examples'} FP32 "
+        overlapping = sum(1 for d in evaluation.get("disagreements") or () if evaluation.get("task") ==
+                          "question-answering" and _overlap(str(d.get("fp32", "")), str(d.get("int8", ""))))
+        evidence["your_data"]["overlapping_answers"] = overlapping
+        ties = (f" ({overlapping} of the different answers still overlap: the same answer, a word longer or "
+                "shorter)" if overlapping else "") + (f" ({near_ties} of the differences {'is an example' if near_ties == 1 else 'are examples'} FP32 "
                 "itself was unsure about)" if near_ties else "")
         if loss > KEEP_LOSS or agreement < KEEP_AGREEMENT:
             return Verdict(KEEP, f"On your data INT8 is clearly worse: {same}{ties}" + (f", and {change}" if change

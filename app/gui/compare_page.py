@@ -244,6 +244,7 @@ class ComparePage(QWidget):
         self.bench = data
         self.status.setText("Measured on this computer. Times vary a little from run to run.")
         self._fill()
+        self.window.refresh_entries()  # the Library shows what was measured
 
     # --- evaluation -------------------------------------------------------------------------------------
 
@@ -299,6 +300,7 @@ class ComparePage(QWidget):
         self.evaluation = data
         self.status.setText(f"Evaluated on {data.get('examples')} examples of {Path(str(data.get('data'))).name}.")
         self._fill()
+        self.window.refresh_entries()
 
     # --- display ----------------------------------------------------------------------------------------
 

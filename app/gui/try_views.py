@@ -63,6 +63,16 @@ def _column(name: str, color: str, body: QWidget) -> widgets.Card:
     return card
 
 
+def ranking_columns(score: str, item: str) -> tuple[QHBoxLayout, dict]:
+    """FP32 and INT8 rankings side by side: a layout and {"fp32": table, "int8": table} of (#, score, item)."""
+    columns, tables = QHBoxLayout(), {}
+    for key, name, color in (("fp32", "FP32 (original)", widgets.FP32_COLOR),
+                             ("int8", "INT8 (small)", widgets.INT8_COLOR)):
+        tables[key] = widgets.data_table(["#", score, item], f"{name} ranking", stretch=2)
+        columns.addWidget(_column(name, color, tables[key]), 1)
+    return columns, tables
+
+
 class EntitiesView(QWidget):
     """A text, its entities found by FP32 and by INT8, highlighted side by side."""
 
@@ -198,13 +208,7 @@ class SearchView(QWidget):
         lay.addLayout(row)
         self.status = widgets.label("", "muted", wrap=True)
         lay.addWidget(self.status)
-        columns = QHBoxLayout()
-        self.tables = {}
-        for key, name, color in (("fp32", "FP32 (original)", widgets.FP32_COLOR),
-                                 ("int8", "INT8 (small)", widgets.INT8_COLOR)):
-            table = widgets.data_table(["#", "Similarity", "Document"], f"{name} ranking", stretch=2)
-            columns.addWidget(_column(name, color, table), 1)
-            self.tables[key] = table
+        columns, self.tables = ranking_columns("Similarity", "Document")
         lay.addLayout(columns, 1)
 
     def clear(self) -> None:

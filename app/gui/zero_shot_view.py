@@ -16,17 +16,11 @@ from PySide6.QtWidgets import (
 )
 
 from app.gui import widgets
+from app.gui.try_views import ranking_columns
 
 SAMPLE_TEXT = "The new phone's battery lasts two days, but the camera struggles in low light."
 SAMPLE_LABELS = "technology, sports, politics, cooking, complaint, praise"
 DIFFERENT = "#b5472f"
-
-
-def _column(name: str, color: str, body: QWidget) -> widgets.Card:
-    card = widgets.Card()
-    card.body.addWidget(widgets.label(f"<span style='color:{color}'>■</span> <b>{name}</b>"))
-    card.body.addWidget(body, 1)
-    return card
 
 
 class ZeroShotView(QWidget):
@@ -74,13 +68,7 @@ class ZeroShotView(QWidget):
         lay.addLayout(row)
         self.status = widgets.label("", "muted", wrap=True)
         lay.addWidget(self.status)
-        columns = QHBoxLayout()
-        self.tables = {}
-        for key, name, color in (("fp32", "FP32 (original)", widgets.FP32_COLOR),
-                                 ("int8", "INT8 (small)", widgets.INT8_COLOR)):
-            table = widgets.data_table(["#", "Score", "Label"], f"{name} ranking", stretch=2)
-            columns.addWidget(_column(name, color, table), 1)
-            self.tables[key] = table
+        columns, self.tables = ranking_columns("Score", "Label")
         lay.addLayout(columns, 1)
 
     def clear(self) -> None:

@@ -103,9 +103,10 @@ class Task(ABC):
     def agree(self, fp32_result, int8_result) -> bool:
         """Do the two models give the same answer, as this task counts it."""
 
-    @abstractmethod
     def result_json(self, result) -> Any:
-        """One model's answer for `--json`."""
+        """One model's answer for `--json`: here, one result per text (each with `to_dict()`), a lone one unwrapped."""
+        items = [r.to_dict() for r in result]
+        return items[0] if len(items) == 1 else items
 
     @abstractmethod
     def result_rows(self, fp32_result, int8_result) -> list[tuple[str, str, str]]:

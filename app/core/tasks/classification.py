@@ -157,10 +157,6 @@ class ClassificationTask(Task):
     def agree(self, fp32_result, int8_result) -> bool:
         return all(a.label == b.label for a, b in zip(fp32_result, int8_result))
 
-    def result_json(self, result):
-        items = [r.to_dict() for r in result]
-        return items[0] if len(items) == 1 else items
-
     def result_rows(self, fp32_result, int8_result):
         rows = []
         for n, (a, b) in enumerate(zip(fp32_result, int8_result)):

@@ -186,10 +186,6 @@ class ZeroShotTask(ClassificationTask):
     def agree(self, fp32_result, int8_result) -> bool:
         return all(a.chosen() == b.chosen() for a, b in zip(fp32_result, int8_result))
 
-    def result_json(self, result):
-        items = [r.to_dict() for r in result]
-        return items[0] if len(items) == 1 else items
-
     def result_rows(self, fp32_result, int8_result):
         rows = []
         for n, (a, b) in enumerate(zip(fp32_result, int8_result)):

@@ -298,6 +298,14 @@ class EncoderFamily:
                                 "/classifier/act")
         return self.linear(dense, "classifier.out_proj", h, num_labels, "/classifier/out_proj")
 
+    def check_problems(self) -> None:
+        """Every missing or mis-shaped tensor found while building, in one error (after the whole graph is built)."""
+        if self.problems:
+            shown = "\n  ".join(self.problems[:12]) + (f"\n  ... and {len(self.problems) - 12} more"
+                                                        if len(self.problems) > 12 else "")
+            raise InvalidModelError(f"The weights do not match config.json ({self.spec.architecture}):\n  {shown}\n"
+                                    "Re-download the model, or check that config.json belongs to these weights.")
+
     def build(self) -> Graph:
         from app.core.tasks import get_task
 
@@ -310,9 +318,5 @@ class EncoderFamily:
         for i in range(s.num_layers):
             x = self.block(x, bias, i)
         get_task(s.task).build_head(self, x)
-        if self.problems:
-            shown = "\n  ".join(self.problems[:12]) + (f"\n  ... and {len(self.problems) - 12} more"
-                                                        if len(self.problems) > 12 else "")
-            raise InvalidModelError(f"The weights do not match config.json ({s.architecture}):\n  {shown}\n"
-                                    "Re-download the model, or check that config.json belongs to these weights.")
+        self.check_problems()
         return g

@@ -25,7 +25,7 @@ import math
 import numpy as np
 from onnx import TensorProto
 
-from app.core.errors import InvalidModelError, UnsupportedModelError
+from app.core.errors import UnsupportedModelError
 from app.core.export.checkpoint import Checkpoint
 from app.core.export.families.base import _FLOAT_MIN, BATCH, SEQ, EncoderFamily
 from app.core.export.graph import Graph
@@ -210,9 +210,5 @@ class Gpt2(EncoderFamily):
             for i, (k, v) in enumerate(presents):
                 g.output(k, f"present.{i}.key", [BATCH, s.num_heads, TOTAL, d])
                 g.output(v, f"present.{i}.value", [BATCH, s.num_heads, TOTAL, d])
-        if self.problems:
-            shown = "\n  ".join(self.problems[:12]) + (f"\n  ... and {len(self.problems) - 12} more"
-                                                        if len(self.problems) > 12 else "")
-            raise InvalidModelError(f"The weights do not match config.json ({s.architecture}):\n  {shown}\n"
-                                    "Re-download the model, or check that config.json belongs to these weights.")
+        self.check_problems()
         return g

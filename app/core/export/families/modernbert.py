@@ -41,11 +41,11 @@ ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "ta
 def _rope(config: dict, kind: str, old_key: str, default: float) -> float:
     """θ of one layer type: transformers 5's `rope_parameters[kind]`, else the Hub's `<kind>_rope_theta`."""
     params = (config.get("rope_parameters") or {}).get(kind) or {}
-    scaling = params.get("rope_type", "default")
-    if scaling != "default" or config.get("rope_scaling"):
-        raise UnsupportedModelError(f"config.json asks for RoPE scaling ({scaling!r}, rope_scaling="
-                                    f"{config.get('rope_scaling')!r}); Pocket NLP exports ModernBERT with plain "
-                                    "rotary positions only. Use the model without RoPE scaling.")
+    old = config.get("rope_scaling") or {}
+    scaling = params.get("rope_type", "default") if not old else old.get("rope_type", old.get("type", "?"))
+    if scaling != "default" or old:
+        raise UnsupportedModelError(f"config.json asks for {scaling!r} RoPE scaling; Pocket NLP exports ModernBERT "
+                                    "with plain rotary positions only. Use the model without RoPE scaling.")
     return float(params.get("rope_theta", config.get(old_key, default)))
 
 
