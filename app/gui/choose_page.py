@@ -40,9 +40,9 @@ class ChoosePage(QWidget):
         self.search_task = None
         self.hits: list = []
         lay = widgets.page_layout(
-            self, "Choose a model", "Pick a Hugging Face model for text classification, question answering, named "
-            "entities or sentence similarity and search. Pocket NLP converts it to run without PyTorch and makes a "
-            "smaller INT8 copy you can compare.")
+            self, "Choose a model", "Pick a Hugging Face model for text classification, zero-shot labels, question "
+            "answering, named entities, sentence similarity and search, or text generation. Pocket NLP converts it to "
+            "run without PyTorch and makes a smaller INT8 copy you can compare.")
         self.banner = widgets.Banner()
         self.banner.hide()
         lay.addWidget(self.banner)

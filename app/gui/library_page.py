@@ -51,7 +51,7 @@ class LibraryPage(QWidget):
         self.where = widgets.label("", "muted", selectable=True)
         lay.addWidget(self.where)
         self.table = widgets.data_table(["Model", "Task", "Revision", "FP32", "INT8", "Converted", "Last measured"],
-                                        "Converted models", stretch=0)
+                                        "Converted models", stretch=-1)  # "Last measured" takes the spare width
         self.table.itemSelectionChanged.connect(self._update_buttons)
         self.table.itemActivated.connect(lambda item: self.open_selected())
         lay.addWidget(self.table, 1)

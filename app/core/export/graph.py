@@ -100,6 +100,8 @@ class Graph:
     def node(self, op: str, inputs: list[str], name: str, *, outputs: int = 1, out: str | None = None,
              domain: str = "", **attrs) -> str | list[str]:
         names = [out] if out else [f"{name}_output_{i}" for i in range(outputs)]
+        if op == "Split" and len(inputs) == 1 and self.opset >= 18:  # equal parts: opset 18 wants them counted
+            attrs.setdefault("num_outputs", outputs)
         self.nodes.append(helper.make_node(op, inputs, names, name=name, domain=domain or None, **attrs))
         return names[0] if outputs == 1 else names
 
