@@ -282,6 +282,7 @@ def _convert_config(args):
 
 def _cmd_convert(args) -> int:
     from app.core.store import convert
+    from app.core.verdict import entry_verdict
 
     config = _convert_config(args)
     _clean_store()
@@ -292,7 +293,7 @@ def _cmd_convert(args) -> int:
         bar.close()
     if args.json:
         _print_json({"entry": str(entry.path), "summary": entry.summary(), **entry.manifest,
-                     "verdict": _entry_verdict(entry).to_dict()})
+                     "verdict": entry_verdict(entry).to_dict()})
         return 0
     q = entry.manifest["quantization"]
     files = entry.manifest["files"]
@@ -308,17 +309,9 @@ def _cmd_convert(args) -> int:
         a = c["agreement"]
         mark = "chosen" if q["chosen"] and c["settings"] == q["chosen"]["settings"] else ("ok" if c["passed"] else "below target")
         print(f"    - {c['settings']}: {a['agreement']:.2%} same answer, cosine {a['cosine']:.4f} ({mark})")
-    judged = _entry_verdict(entry)
+    judged = entry_verdict(entry)
     print(f"Verdict: {judged.badge}. {judged.sentence}")
     return 0
-
-
-def _entry_verdict(entry):
-    """The verdict on what is known of an entry: its guard, and the latest evaluation kept with it."""
-    from app.core.store import load_results
-    from app.core.verdict import verdict
-
-    return verdict(entry.manifest, (load_results(entry)["evaluations"] or [None])[0])
 
 
 def _cmd_bench(args) -> int:

@@ -405,6 +405,11 @@ def test_error_dialog_titles_copy_and_what_is_supported(window, tmp_path):
     assert "BertForMaskedLM" not in dialog.message.text() and "BertForMaskedLM" in dialog.details.toPlainText()
     dialog.copy.click()
     assert "t5 is not supported." in QApplication.clipboard().text() and dialog.copy.text() == "Copied"
+    tried = []
+    again = ErrorDialog(NotAModelFolderError("x"), window, retry=lambda: tried.append(1))
+    assert again.retry is not None and ErrorDialog(NotAModelFolderError("x"), window).retry is None
+    again.retry.click()
+    assert tried == [1]
 
 
 def test_compare_lists_every_difference_filters_them_and_opens_one_in_try_it(window, qtbot, monkeypatch):

@@ -231,3 +231,16 @@ def test_use_it_copies_code_exports_the_folder_and_inspects_it(window, qtbot, ti
     exported = tmp_path / f"{entry.path.name}-int8"
     assert (exported / "model.onnx").is_file() and str(exported) in dialog.code.toPlainText()
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+def test_a_failed_convert_says_so_in_the_header_and_offers_try_again(window, qtbot, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    window.choose.model_edit.setText(str(empty))
+    qtbot.mouseClick(window.choose.convert_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: bool(error_dialogs(window)), timeout=30000)
+    dialog = error_dialogs(window)[0]
+    assert dialog.windowTitle() == "Not a model folder" and dialog.retry is not None
+    assert window.convert.model_label.text() == f"Could not convert {empty}"
+    assert window.statusBar().currentMessage() == "Ready"
+    dialog.accept()

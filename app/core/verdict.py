@@ -65,6 +65,13 @@ def _percent(x: float) -> str:
     return "100%" if x >= 1 else f"{100 * x:.2f}%" if x >= 0.99 else f"{100 * x:.1f}%"
 
 
+def entry_verdict(entry) -> Verdict:
+    """The verdict on what is known of a store entry: its guard and the latest evaluation kept with it."""
+    from app.core.store import latest_evaluation
+
+    return verdict(entry.manifest, latest_evaluation(entry))
+
+
 def verdict(manifest: dict, evaluation: dict | None = None) -> Verdict:
     """The verdict of a store entry's manifest and, when there is one, an evaluation on the user's labelled data
     (`EvalResult.to_dict()`)."""

@@ -342,9 +342,8 @@ class ConvertPage(QWidget):
                                                     "(calibration, not your data)"))
         self.summary.show_summary(headline, figures, plain_settings(quant) + " Compare measures the speed on this "
                                   "computer, and the accuracy on a labelled file of yours.", technical=explanation)
-        from app.core.store import load_results
-        from app.core.verdict import verdict
-        self.summary.verdict.set_verdict(verdict(entry.manifest, (load_results(entry)["evaluations"] or [None])[0]))
+        from app.core.verdict import entry_verdict
+        self.summary.verdict.set_verdict(entry_verdict(entry))
         self.summary.show()
 
     def _failed(self, e) -> None:
@@ -363,7 +362,8 @@ class ConvertPage(QWidget):
         self.model_label.setText(f"Could not convert {self.model_text}")
         self.status.setText(f"Conversion failed: {e}")
         self._log(f"Failed: {type(e).__name__}: {e}")
-        widgets.show_error(self, e, context=f"Converting {self.model_text} failed.")
+        text = self.model_text
+        widgets.show_error(self, e, context=f"Converting {text} failed.", retry=lambda: self.start(text))
 
     def _finished(self) -> None:
         self.window.set_job(None)

@@ -389,7 +389,7 @@ def error_title(e: BaseException) -> str:
 class ErrorDialog(QDialog):
     """The core's message in plain words; the technical details (type, traceback) behind a button."""
 
-    def __init__(self, e: BaseException, parent: QWidget | None = None, *, context: str = ""):
+    def __init__(self, e: BaseException, parent: QWidget | None = None, *, context: str = "", retry=None):
         super().__init__(parent)
         self.error = e
         self.setWindowTitle(error_title(e))
@@ -428,6 +428,11 @@ class ErrorDialog(QDialog):
         self.copy = buttons.addButton("Copy details", QDialogButtonBox.ActionRole)
         self.copy.setAccessibleName("Copy details")
         self.copy.clicked.connect(self._copy)
+        self.retry = None
+        if retry is not None:  # the same action again, e.g. after plugging the network back in
+            self.retry = buttons.addButton("Try again", QDialogButtonBox.AcceptRole)
+            self.retry.setAccessibleName("Try again")
+            self.retry.clicked.connect(retry)
         buttons.accepted.connect(self.accept)
         lay.addWidget(buttons)
         buttons.button(QDialogButtonBox.Ok).setFocus()
@@ -448,10 +453,10 @@ class ErrorDialog(QDialog):
         self.copy.setText("Copied")
 
 
-def show_error(parent: QWidget | None, e: BaseException, *, context: str = "") -> ErrorDialog:
-    """Log the error and open a non-blocking dialog (the window stays responsive)."""
+def show_error(parent: QWidget | None, e: BaseException, *, context: str = "", retry=None) -> ErrorDialog:
+    """Log the error and open a non-blocking dialog (the window stays responsive); `retry` adds Try again."""
     log.error("%s%s: %s", f"{context} " if context else "", type(e).__name__, e)
-    dialog = ErrorDialog(e, parent, context=context)
+    dialog = ErrorDialog(e, parent, context=context, retry=retry)
     dialog.setAttribute(Qt.WA_DeleteOnClose)
     dialog.open()
     return dialog
