@@ -265,3 +265,12 @@ def test_the_gui_without_a_display_says_what_to_do():
 def test_store_root_is_the_environment_one(tmp_path, monkeypatch):
     monkeypatch.setenv("POCKET_NLP_HOME", str(tmp_path / "s"))
     assert store_root() == tmp_path / "s"
+
+
+def test_a_closed_pipe_is_not_a_traceback(tmp_path):
+    # `python -m app list --json | head -0`: the reader is gone before anything is written
+    proc = subprocess.Popen([sys.executable, "-m", "app", "list", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "POCKET_NLP_HOME": str(tmp_path / "s")})
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) == 0 and "Traceback" not in err and "Exception ignored" not in err, err

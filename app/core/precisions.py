@@ -61,7 +61,7 @@ def code_snippet(folder: Path, spec: dict) -> str:
     inputs = list(spec.get("input_names") or ("input_ids", "attention_mask"))
     lines = [
         "# Runs a Pocket NLP model with onnxruntime + tokenizers only: pip install onnxruntime tokenizers numpy",
-        "import json", "", "import numpy as np", "import onnxruntime as ort", "from tokenizers import Tokenizer", "",
+        "", "import json", "", "import numpy as np", "import onnxruntime as ort", "from tokenizers import Tokenizer", "",
         f"folder = {str(folder)!r}",
         'tokenizer = Tokenizer.from_file(f"{folder}/tokenizer.json")',
         'session = ort.InferenceSession(f"{folder}/model.onnx", providers=["CPUExecutionProvider"])',

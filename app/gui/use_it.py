@@ -31,6 +31,8 @@ class UseItDialog(QDialog):
         from app.core.precisions import code_snippet
         self.code = QPlainTextEdit(code_snippet(folder, entry.manifest.get("spec") or {}))
         self.code.setReadOnly(True)
+        from PySide6.QtGui import QFontDatabase
+        self.code.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
         self.code.setAccessibleName("Code that runs the model")
         code_lay.addWidget(self.code, 1)
         row = QHBoxLayout()

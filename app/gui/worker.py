@@ -127,10 +127,12 @@ class Task(QObject):
 
     @Slot(object)
     def _result(self, value) -> None:
+        self.running = False  # delivered: the next action may start from this callback on (the thread ends soon)
         self._call("result", value)
 
     @Slot(object)
     def _error(self, e) -> None:
+        self.running = False
         self._call("error", e)
 
     @Slot()
