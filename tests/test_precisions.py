@@ -23,6 +23,15 @@ def test_the_snippet_runs_the_int8_folder_on_its_own(tiny_models, tmp_path, fami
     assert run.returncode == 0 and run.stdout.strip(), run.stderr
 
 
+def test_the_snippet_generates_text_with_a_decoder(tmp_path):
+    from conftest import shared_model
+
+    entry = convert(str(shared_model("tinygpt2-en")), root=tmp_path / "store")
+    run = subprocess.run([sys.executable, "-c", code_snippet(entry.int8_dir, entry.manifest["spec"])],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.startswith("The city council approved"), run.stderr
+
+
 def test_inspect_from_the_command_line(tiny_models, tmp_path, monkeypatch, capsys):
     from app.cli import main
 

@@ -66,6 +66,17 @@ def code_snippet(folder: Path, spec: dict) -> str:
         'tokenizer = Tokenizer.from_file(f"{folder}/tokenizer.json")',
         'session = ort.InferenceSession(f"{folder}/model.onnx", providers=["CPUExecutionProvider"])',
     ]
+    if task == "text-generation":  # greedy, the prompt run again each step with an empty cache: short and plain
+        heads, d = int(spec.get("num_heads", 1)), int(spec.get("hidden_size", 1)) // int(spec.get("num_heads", 1))
+        return "\n".join(lines + [
+            'ids = tokenizer.encode("The city council approved").ids',
+            f"empty = np.zeros((1, {heads}, 0, {d}), np.float32)",
+            'past = {i.name: empty for i in session.get_inputs() if i.name.startswith("past_key_values")}',
+            "for _ in range(20):",
+            '    feed = {"input_ids": np.array([ids], np.int64), "attention_mask": np.ones((1, len(ids)), np.int64),',
+            '            "position_ids": np.arange(len(ids), dtype=np.int64)[None], **past}',
+            '    ids.append(int(session.run(["logits"], feed)[0][0, -1].argmax()))',
+            "print(tokenizer.decode(ids))"]) + "\n"
     if task == "question-answering":
         lines += ['question, context = "Where is the tower?", "The tower stands in Paris."',
                   "enc = tokenizer.encode(question, context)"]
