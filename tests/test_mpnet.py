@@ -194,3 +194,22 @@ def test_convert_int8_agrees_with_fp32(models, tmp_path):
         collect(entry.fp32_dir / "model.onnx", cal)
         agreement = validate(entry.int8_dir / "model.onnx", cal, spec=spec)
         assert agreement.cosine > 0.95, (head, agreement)
+
+
+def test_a_vocab_txt_only_folder_pairs_texts_as_mpnet_does(models, tmp_path):
+    import transformers
+
+    from app.core.tasks.tokenizer import load_tokenizer
+
+    source = models("sequence-classification")
+    folder = tmp_path / "vocab-only"
+    shutil.copytree(source, folder)
+    reference = transformers.AutoTokenizer.from_pretrained(str(source))
+    (folder / "tokenizer.json").unlink()  # the older layout: vocab.txt and the special tokens only
+    vocab = reference.get_vocab()
+    (folder / "vocab.txt").write_text("".join(w + "\n" for w in sorted(vocab, key=vocab.get)), encoding="utf-8")
+    ours = load_tokenizer(folder)
+    a, b = "the movie was great", "a fine film"
+    want = reference(a, b)["input_ids"]  # <s> A </s></s> B </s>
+    assert ours.encode([a], [b])[0].ids == want and want.count(reference.sep_token_id) == 3
+    assert ours.encode([a])[0].ids == reference(a)["input_ids"]

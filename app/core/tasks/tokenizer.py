@@ -21,7 +21,6 @@ from tokenizers import AddedToken, Encoding, Tokenizer, decoders, normalizers, p
 from tokenizers.models import BPE, WordPiece
 
 from app.core.errors import InputError, InvalidModelError, UnsupportedModelError
-from app.core.export.families.base import BERT_SPECIAL_TOKENS
 from app.core.export.families.roberta import ROBERTA_SPECIAL_TOKENS
 from app.core.spec import ModelSpec, load_spec
 
@@ -200,8 +199,9 @@ def _require_id(tokenizer: Tokenizer, token: str, what: str, folder: Path) -> in
     return idx
 
 
-def _wordpiece_from(folder: Path, config: dict) -> Tokenizer:
-    """BERT/DistilBERT/ELECTRA: vocab.txt + tokenizer_config.json, as transformers' BertTokenizer builds it."""
+def _wordpiece_from(folder: Path, config: dict, family) -> Tokenizer:
+    """BERT/DistilBERT/ELECTRA/MPNet: vocab.txt + tokenizer_config.json, as transformers' BertTokenizer (and
+    MPNetTokenizer, whose pairs put two separators between the texts) builds it."""
     vocab: dict[str, int] = {}
     try:
         lines = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")
@@ -211,7 +211,7 @@ def _wordpiece_from(folder: Path, config: dict) -> Tokenizer:
         lines.pop()
     for index, token in enumerate(lines):
         vocab[token.rstrip("\r")] = index
-    specials = _special_tokens(folder, config, BERT_SPECIAL_TOKENS)
+    specials = _special_tokens(folder, config, family.special_tokens)
     lowercase = bool(config.get("do_lower_case", True))
     strip_accents = config.get("strip_accents")
     tok = Tokenizer(WordPiece(vocab, unk_token=specials["unk_token"],
@@ -224,9 +224,10 @@ def _wordpiece_from(folder: Path, config: dict) -> Tokenizer:
     _add_tokens(tok, folder, config, specials)
     cls, sep = specials["cls_token"], specials["sep_token"]
     cls_id, sep_id = _require_id(tok, cls, "CLS", folder), _require_id(tok, sep, "SEP", folder)
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
-        special_tokens=[(cls, cls_id), (sep, sep_id)])
+    pair = (f"{cls}:0 $A:0 {sep}:0 {sep}:0 $B:0 {sep}:0" if family.pair_sep_twice
+            else f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1")
+    tok.post_processor = processors.TemplateProcessing(single=f"{cls}:0 $A:0 {sep}:0", pair=pair,
+                                                       special_tokens=[(cls, cls_id), (sep, sep_id)])
     return tok
 
 
@@ -277,7 +278,7 @@ def load_tokenizer(folder: Path, spec: ModelSpec | None = None) -> TextTokenizer
                                     "Re-download or re-export the model.") from e
         source = "tokenizer.json"
     elif (folder / "vocab.txt").is_file():
-        tok, source = _wordpiece_from(folder, config), "vocab.txt"
+        tok, source = _wordpiece_from(folder, config, spec.family_class), "vocab.txt"
     elif (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
         family_tokens = spec.family_class.special_tokens  # GPT-2's have no SEP: no RoBERTa post-processor
         tok = _bpe_from(folder, config, ROBERTA_SPECIAL_TOKENS if "sep_token" in family_tokens else family_tokens)

@@ -50,6 +50,7 @@ class EncoderFamily:
     uses_token_types: ClassVar[bool] = True  # token_type_ids is a graph input
     default_pad_token_id: ClassVar[int] = 0
     special_tokens: ClassVar[dict[str, str]] = BERT_SPECIAL_TOKENS  # tokenizer defaults
+    pair_sep_twice: ClassVar[bool] = False  # a vocab.txt pair is "<s> A </s></s> B </s>" (MPNet), not BERT's
     # --- weight names ---------------------------------------------------------------------------------
     prefix: ClassVar[str] = "bert."
     layer_names: ClassVar[dict[str, str]] = BERT_LAYER

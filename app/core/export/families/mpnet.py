@@ -50,6 +50,7 @@ class MPNet(EncoderFamily):
     uses_token_types = False
     default_pad_token_id = PADDING_IDX
     special_tokens = ROBERTA_SPECIAL_TOKENS | {"unk_token": "[UNK]"}
+    pair_sep_twice = True
     prefix = "mpnet."
     layer_names = MPNET_LAYER
     fused_attention = False
