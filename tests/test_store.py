@@ -83,10 +83,14 @@ def test_other_conversion_settings_rebuild_the_entry(bert, root):
 
 # --- damaged entries -------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("manifest", ['[]', '{"source": 5}', '{"layout": 2, "spec": {}}', 'not json'])
+@pytest.mark.parametrize("manifest", ['[]', '{"source": 5}', '{"layout": 2, "spec": {}}', 'not json', "outside"])
 def test_a_malformed_manifest_is_listed_as_damaged_and_breaks_nothing_else(bert, tiny_models, root, manifest):
     broken = convert(str(bert), FAST, root=root)
     good = convert(str(tiny_models("electra", "sequence-classification")), FAST, root=root)
+    if manifest == "outside":  # a sound shape whose checksums point out of the entry
+        data = json.loads((broken.path / "manifest.json").read_text())
+        data["checksums"]["fp32/../../../../etc/hostname"] = {"bytes": 1, "sha256": "0" * 64}
+        manifest = json.dumps(data)
     (broken.path / "manifest.json").write_text(manifest)
     listed = {e.path: e for e in list_entries(root)}
     assert listed[broken.path].damaged and not listed[good.path].damaged
