@@ -33,6 +33,7 @@ class UseItDialog(QDialog):
         self.code.setReadOnly(True)
         from PySide6.QtGui import QFontDatabase
         self.code.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
+        self.code.setLineWrapMode(QPlainTextEdit.NoWrap)  # code reads line by line
         self.code.setAccessibleName("Code that runs the model")
         code_lay.addWidget(self.code, 1)
         row = QHBoxLayout()
