@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from parity import max_abs_diff, padded_batch, run_onnx, run_reference
-from tinymodels import WORDS, load_reference
+from tinymodels import WORDS, load_reference, save_perturbed
 
 from app.core.errors import UnsupportedModelError
 from app.core.export import ExportConfig, export_model
@@ -63,7 +63,6 @@ def make_tiny_deberta(folder: Path, head: str, *, labels=("NEGATIVE", "POSITIVE"
                       hidden: int = 32, layers: int = 2, heads: int = 4, intermediate: int | None = None,
                       max_positions: int = 72, vocab_size: int | None = None, **config) -> Path:
     """A tiny random DeBERTa-v2 in Hugging Face layout (weights perturbed away from their initialisation)."""
-    import torch
     import transformers
 
     folder = Path(folder)
@@ -77,15 +76,7 @@ def make_tiny_deberta(folder: Path, head: str, *, labels=("NEGATIVE", "POSITIVE"
         vocab_size=vocab_size or len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
         intermediate_size=intermediate or 2 * hidden, max_position_embeddings=max_positions, pad_token_id=0,
         id2label=id2label, label2id={v: k for k, v in id2label.items()}, **settings)
-    model_cls = getattr(transformers, HEADS[head])
-    torch.manual_seed(seed)
-    model = model_cls(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.add_(torch.randn_like(p) * (0.3 if "LayerNorm" in name else 0.08))
-    model.config.architectures = [model_cls.__name__]
-    model.save_pretrained(folder, safe_serialization=True)
-    return folder
+    return save_perturbed(folder, HEADS[head], cfg, seed=seed, scale=lambda name: 0.3 if "LayerNorm" in name else 0.08)
 
 
 def check_parity(folder: Path, out: Path, *, lengths=(40, 23, 5), fused: bool = False) -> dict[str, float]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from tinymodels import WORDS
+from tinymodels import WORDS, save_perturbed
 
 from app.core.errors import InvalidModelError, UnsupportedModelError
 from app.core.export import ExportConfig, export_model
@@ -36,7 +36,6 @@ def gpt2_tokenizer(folder: Path, vocab_size: int = 300):
 
 def make_tiny_gpt2(folder: Path, head: str = "lm", *, seed: int = 0, hidden: int = 32, layers: int = 2,
                    heads: int = 4, positions: int = 64, perturb: float = 0.08, **overrides) -> Path:
-    import torch
     import transformers
 
     folder = Path(folder)
@@ -47,15 +46,7 @@ def make_tiny_gpt2(folder: Path, head: str = "lm", *, seed: int = 0, hidden: int
                                      **overrides)
     if head == "sequence-classification":
         config.pad_token_id = 0
-    model_cls = getattr(transformers, HEADS[head])
-    torch.manual_seed(seed)
-    model = model_cls(config).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.add_(torch.randn_like(p) * (0.3 if "ln_" in name else perturb))
-    model.config.architectures = [model_cls.__name__]
-    model.save_pretrained(folder, safe_serialization=True)
-    return folder
+    return save_perturbed(folder, HEADS[head], config, seed=seed, scale=lambda name: 0.3 if "ln_" in name else perturb)
 
 
 def reference(folder: Path):

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from parity import max_abs_diff, padded_batch, run_onnx, run_reference
-from tinymodels import WORDS, load_reference
+from tinymodels import WORDS, load_reference, save_perturbed
 
 from app.core.errors import UnsupportedModelError
 from app.core.export import ExportConfig, export_model
@@ -47,7 +47,6 @@ def make_modernbert(folder: Path, head: str = "sequence-classification", *, seed
                     noise: float = 0.08, **overrides) -> Path:
     """A tiny random ModernBERT (hidden 32, 3 layers, 4 heads), weights perturbed off their initialisation by
     `noise` (0: transformers' own init)."""
-    import torch
     import transformers
 
     folder = Path(folder)
@@ -63,14 +62,8 @@ def make_modernbert(folder: Path, head: str = "sequence-classification", *, seed
                   id2label=labels, label2id={v: k for k, v in labels.items()}, global_rope_theta=1000.0,
                   local_rope_theta=50.0)
     config.update(overrides)
-    torch.manual_seed(seed)
-    model = getattr(transformers, HEADS[head])(transformers.ModernBertConfig(**config)).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.add_(torch.randn_like(p) * noise * (3.75 if "norm" in name else 1.0))
-    model.config.architectures = [HEADS[head]]
-    model.save_pretrained(folder, safe_serialization=True)
-    return folder
+    return save_perturbed(folder, HEADS[head], transformers.ModernBertConfig(**config), seed=seed,
+                          scale=lambda name: noise * (3.75 if "norm" in name else 1.0))
 
 
 def export(folder: Path, out: Path, **config):

@@ -13,7 +13,7 @@ import onnx
 import pytest
 from parity import max_abs_diff, padded_batch, run_onnx, run_reference
 from test_embeddings import TEXTS, _have_st, reference_pool, write_st_files
-from tinymodels import WORDS, load_reference
+from tinymodels import WORDS, load_reference, save_perturbed
 
 from app.core.errors import InvalidModelError
 from app.core.export import ExportConfig, export_model
@@ -41,7 +41,6 @@ def make_mpnet(folder: Path, head: str = "sequence-classification", *, seed: int
                noise: float = 0.08, **overrides) -> Path:
     """A tiny random MPNet (hidden 32, 2 layers, 4 heads, 160 positions), weights perturbed off their init by
     `noise` (0: transformers' own init)."""
-    import torch
     import transformers
 
     folder = Path(folder)
@@ -54,15 +53,9 @@ def make_mpnet(folder: Path, head: str = "sequence-classification", *, seed: int
                   num_attention_heads=4, max_position_embeddings=160, layer_norm_eps=1e-7, id2label=labels,
                   label2id={v: k for k, v in labels.items()})
     config.update(overrides)
-    torch.manual_seed(seed)
-    model = getattr(transformers, HEADS[head])(transformers.MPNetConfig(**config)).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            scale = 3.75 if "LayerNorm" in name else 6.25 if "relative" in name else 1.0
-            p.add_(torch.randn_like(p) * noise * scale)
-    model.config.architectures = [HEADS[head]]
-    model.save_pretrained(folder, safe_serialization=True)
-    return folder
+    return save_perturbed(folder, HEADS[head], transformers.MPNetConfig(**config), seed=seed,
+                          scale=lambda name: noise * (3.75 if "LayerNorm" in name else 6.25 if "relative" in name
+                                                      else 1.0))
 
 
 def export(folder: Path, out: Path, **config):

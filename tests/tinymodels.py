@@ -52,11 +52,29 @@ def _bpe_tokenizer(folder: Path):
     return tok
 
 
+def save_perturbed(folder: Path, class_name: str, config, *, seed: int, scale, dtype: str = "float32") -> Path:
+    """Build transformers' `class_name` from `config` with a fixed seed, move every weight off its initialisation by
+    Gaussian noise of std `scale(parameter name)` (initial weights hide layout bugs: zero biases, unit norms), and
+    save it in Hugging Face layout."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    model = getattr(transformers, class_name)(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.add_(torch.randn_like(p) * scale(name))
+    model.config.architectures = [class_name]
+    if dtype != "float32":
+        model = model.to(getattr(torch, dtype))
+    model.save_pretrained(folder, safe_serialization=True)
+    return Path(folder)
+
+
 def make_tiny_model(root: Path, family: str, head: str, *, num_labels: int = 3, multi_label: bool = False,
                     seed: int = 0, hidden: int = 32, layers: int = 2, heads: int = 4, intermediate: int = 64,
                     max_positions: int = 72, dtype: str = "float32", **config_overrides) -> Path:
     """Build and save one tiny model; returns its folder."""
-    import torch
     import transformers
 
     folder = Path(root) / f"tiny-{family}-{head}" if not config_overrides and dtype == "float32" else Path(root)
@@ -86,17 +104,8 @@ def make_tiny_model(root: Path, family: str, head: str, *, num_labels: int = 3, 
                             intermediate_size=intermediate, layer_norm_eps=1e-7, **extra, **common)
     for key, value in config_overrides.items():
         setattr(config, key, value)
-    model_cls = getattr(transformers, _CLASS_PREFIX[family] + _HEAD_SUFFIX[head])
-    torch.manual_seed(seed)
-    model = model_cls(config).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.add_(torch.randn_like(p) * (0.3 if "LayerNorm" in name or "layer_norm" in name else 0.08))
-    model.config.architectures = [model_cls.__name__]
-    if dtype != "float32":
-        model = model.to(getattr(torch, dtype))
-    model.save_pretrained(folder, safe_serialization=True)
-    return folder
+    return save_perturbed(folder, _CLASS_PREFIX[family] + _HEAD_SUFFIX[head], config, seed=seed, dtype=dtype,
+                          scale=lambda name: 0.3 if "LayerNorm" in name or "layer_norm" in name else 0.08)
 
 
 def load_reference(folder: Path):
