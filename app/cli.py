@@ -90,11 +90,13 @@ def _entry(model: str, bar, *, threads: int | None = None):
     from app.core.store import ConvertConfig, convert, find_entry
 
     _clean_store()
-    entry = find_entry(model)
-    if entry is None:
-        print(f"Converting {model} first (download, export, quantize)...", file=sys.stderr)
-        entry = convert(model, ConvertConfig(threads=threads), progress=bar)
-    bar.close()
+    try:
+        entry = find_entry(model)
+        if entry is None:
+            print(f"Converting {model} first (download, export, quantize)...", file=sys.stderr)
+            entry = convert(model, ConvertConfig(threads=threads), progress=bar)
+    finally:
+        bar.close()
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.manifest.get("created", 0)))
     revision = f", revision {entry.revision[:12]}" if entry.revision else ""
     print(f"Using {entry.path.name} ({entry.name}{revision}, converted {when})", file=sys.stderr)
@@ -411,11 +413,7 @@ def _cmd_delete(args) -> int:
 def _cmd_report(args) -> int:
     from app.core.report import entry_report, write_html, write_json
 
-    bar = ProgressBar(sys.stderr, enabled=not args.quiet)
-    try:
-        entry = _entry(args.model, bar)
-    finally:
-        bar.close()
+    entry = _entry(args.model, ProgressBar(sys.stderr, enabled=not args.quiet))
     report = entry_report(entry)
     out = Path(args.out)
     (write_json if out.suffix.lower() == ".json" else write_html)(report, out)
@@ -429,11 +427,7 @@ def _cmd_report(args) -> int:
 def _cmd_inspect(args) -> int:
     from app.core.precisions import code_snippet, node_precisions
 
-    bar = ProgressBar(sys.stderr, enabled=not args.quiet)
-    try:
-        entry = _entry(args.model, bar)
-    finally:
-        bar.close()
+    entry = _entry(args.model, ProgressBar(sys.stderr, enabled=not args.quiet))
     folder = entry.int8_dir or entry.fp32_dir
     if args.code:
         print(code_snippet(folder, entry.manifest.get("spec") or {}), end="")
@@ -615,9 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # huggingface_hub's own retry warnings: the one-line error or notice says what counts
-        from huggingface_hub.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
+        os.environ.setdefault("HF_HUB_VERBOSITY", "error")  # read when it is imported: no import at start-up
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -180,11 +180,12 @@ def entry_report(entry, *, bench: dict | None = None, evaluation: dict | None = 
     """The report of a store entry: what the GUI's Compare page and `python -m app report` write alike. Without
     `bench`/`evaluation`, the measurements kept with the entry are used (the last benchmark, the latest
     evaluation)."""
-    from app.core.store import latest_evaluation, load_results
+    from app.core.store import load_results
     from app.core.verdict import verdict
 
-    bench = bench if bench is not None else load_results(entry)["bench"]
-    evaluation = evaluation if evaluation is not None else latest_evaluation(entry)
+    kept = load_results(entry)
+    bench = bench if bench is not None else kept["bench"]
+    evaluation = evaluation if evaluation is not None else next(iter(kept["evaluations"]), None)
     model = {"name": str(entry.name), "revision": entry.revision, "task": entry.task, "path": str(entry.path),
              "summary": entry.summary(), "fp32_bytes": entry.model_bytes("fp32"),
              "int8_bytes": entry.model_bytes("int8") if entry.int8_dir else 0,

@@ -150,8 +150,9 @@ class ComparePage(QWidget):
         self.entry = entry
         self.bench = self.evaluation = None
         if entry is not None:  # what was measured before, kept with the model (a small JSON file)
-            from app.core.store import latest_evaluation, load_results
-            self.bench, self.evaluation = load_results(entry)["bench"], latest_evaluation(entry)
+            from app.core.store import load_results
+            kept = load_results(entry)
+            self.bench, self.evaluation = kept["bench"], next(iter(kept["evaluations"]), None)
         self.model_label.setText(f"{entry_label(entry)}" if entry else "No model yet: convert one first.")
         self.status.setText("" if entry is None or entry.int8_dir is not None
                             else "The accuracy guard kept this model in FP32 only; there is no INT8 copy to compare.")

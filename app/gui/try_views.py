@@ -73,6 +73,27 @@ def ranking_columns(score: str, item: str) -> tuple[QHBoxLayout, dict]:
     return columns, tables
 
 
+def fill_rankings(tables: dict, fp32_rows: list, int8_rows: list | None) -> None:
+    """Rows (identity, score, text), best first, into the two ranking tables; an INT8 row whose rank differs from
+    FP32's is red and says FP32's rank. `int8_rows` None: no INT8 model (its table stays empty)."""
+    fp32_rank = {key: i for i, (key, _, _) in enumerate(fp32_rows)}
+    for name, rows in (("fp32", fp32_rows), ("int8", int8_rows)):
+        table = tables[name]
+        table.setRowCount(len(rows or ()))
+        for i, (key, score, text) in enumerate(rows or ()):
+            moved = name == "int8" and fp32_rank.get(key) != i
+            cells = (f"{i + 1}" + (f" (FP32 #{fp32_rank[key] + 1})" if moved and key in fp32_rank else ""),
+                     f"{score:.3f}", text)
+            for c, value in enumerate(cells):
+                item = QTableWidgetItem(value)
+                item.setToolTip(text)
+                if moved:
+                    item.setForeground(QColor(DIFFERENT))
+                if c < 2:
+                    item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+                table.setItem(i, c, item)
+
+
 class EntitiesView(QWidget):
     """A text, its entities found by FP32 and by INT8, highlighted side by side."""
 
@@ -245,25 +266,10 @@ class SearchView(QWidget):
         self.page.run_view(PredictRequest(texts=tuple(docs), query=query), self.show_results, self.run_button)
 
     def show_results(self, request, a, b) -> None:
-        fp32_rank = {h.index: i for i, h in enumerate(a.hits)}
-        for key, result in (("fp32", a), ("int8", b)):
-            table = self.tables[key]
-            if result is None:
-                table.setRowCount(0)
-                continue
-            table.setRowCount(len(result.hits))
-            for i, hit in enumerate(result.hits):
-                moved = key == "int8" and fp32_rank.get(hit.index) != i
-                cells = (f"{i + 1}" + (f" (FP32 #{fp32_rank[hit.index] + 1})" if moved else ""), f"{hit.score:.3f}",
-                         hit.text)
-                for c, value in enumerate(cells):
-                    item = QTableWidgetItem(value)
-                    item.setToolTip(hit.text)
-                    if moved:
-                        item.setForeground(QColor(DIFFERENT))
-                    if c < 2:
-                        item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
-                    table.setItem(i, c, item)
+        def rows(result):
+            return None if result is None else [(h.index, h.score, h.text) for h in result.hits]
+
+        fill_rankings(self.tables, rows(a), rows(b))
         words = [f"FP32 {a.latency_ms:.1f} ms per text"]
         if b is not None:
             same_top = a.hits[0].index == b.hits[0].index

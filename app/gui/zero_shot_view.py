@@ -3,24 +3,14 @@ rankings side by side (an NLI classifier scores one hypothesis per label; app/co
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Slot
-from PySide6.QtGui import QColor
-from PySide6.QtWidgets import (
-    QCheckBox,
-    QHBoxLayout,
-    QLineEdit,
-    QPlainTextEdit,
-    QTableWidgetItem,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtCore import Slot
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLineEdit, QPlainTextEdit, QVBoxLayout, QWidget
 
 from app.gui import widgets
-from app.gui.try_views import ranking_columns
+from app.gui.try_views import fill_rankings, ranking_columns
 
 SAMPLE_TEXT = "The new phone's battery lasts two days, but the camera struggles in low light."
 SAMPLE_LABELS = "technology, sports, politics, cooking, complaint, praise"
-DIFFERENT = "#b5472f"
 
 
 class ZeroShotView(QWidget):
@@ -93,24 +83,10 @@ class ZeroShotView(QWidget):
     def show_results(self, request, a, b) -> None:
         a = a[0]
         b = b[0] if b is not None else None
-        fp32_rank = {s.label: i for i, s in enumerate(a.scores)}
-        for key, result in (("fp32", a), ("int8", b)):
-            table = self.tables[key]
-            if result is None:
-                table.setRowCount(0)
-                continue
-            table.setRowCount(len(result.scores))
-            for i, s in enumerate(result.scores):
-                moved = key == "int8" and fp32_rank.get(s.label) != i
-                cells = (f"{i + 1}" + (f" (FP32 #{fp32_rank[s.label] + 1})" if moved else ""), f"{s.score:.3f}",
-                         s.label)
-                for c, value in enumerate(cells):
-                    item = QTableWidgetItem(value)
-                    if moved:
-                        item.setForeground(QColor(DIFFERENT))
-                    if c < 2:
-                        item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
-                    table.setItem(i, c, item)
+        def rows(result):
+            return None if result is None else [(s.label, s.score, s.label) for s in result.scores]
+
+        fill_rankings(self.tables, rows(a), rows(b))
         words = [f"FP32 {a.latency_ms:.1f} ms"]
         if b is None:
             words.insert(0, "INT8 was not kept for this model (the accuracy guard kept FP32).")
