@@ -343,6 +343,11 @@ def _cmd_bench(args) -> int:
             ("throughput", f"{a.throughput:.1f}/s", b and f"{b.throughput:.1f}/s", r and f"{r['throughput']:.2f}x more")]
     for name, *cells in rows:
         print(f"{name:<13}" + "".join(f"{c or '-':>16}" for c in cells))
+    if result.engine:
+        e = result.engine
+        print(f"{'engine':<13}{e.runtime}, {e.provider} (both models)")
+        if b is not None:
+            print(f"{'INT8 kernels':<13}{e.kernels_text()}; MLAS INT8 path on this CPU: {e.int8_path}")
     if b is None:
         print("INT8 was not kept for this model (the accuracy guard kept FP32); see `python -m app convert`.")
     return 0
@@ -508,7 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=_cmd_convert)
 
-    p = sub.add_parser("bench", help="FP32 vs INT8: size, load time, memory, latency, throughput")
+    p = sub.add_parser("bench", help="FP32 vs INT8: size, load time, memory, latency, throughput, and the engine "
+                                      "and INT8 kernels that ran them")
     p.add_argument("model", help="a converted model (store entry) or anything `convert` accepts")
     p.add_argument("--batch", type=_number(int, 1, 4096, what="the batch size"), default=1)
     p.add_argument("--seq-len", type=COUNT, default=128)

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from app.core.bench import BenchConfig, benchmark
+from app.core.bench import BenchConfig, benchmark, quantized_kernels
+from app.core.cpu import int8_path
 from app.core.errors import InputError
 from app.core.quantize import QuantizeConfig
 from app.core.store import ConvertConfig, convert
@@ -32,6 +33,22 @@ def test_benchmark_measures_both_models(entry):
     assert events[-1].done == events[-1].total
     data = result.to_dict()
     assert data["config"]["threads"] == 1 and data["int8"]["p50_ms"] > 0
+    engine = data["engine"]
+    assert engine["runtime"].startswith("onnxruntime ") and engine["provider"] == "CPUExecutionProvider"
+    assert engine["int8_kernels"] == quantized_kernels(entry.int8_dir / "model.onnx")
+    assert engine["int8_kernels"].get("DynamicQuantizeMatMul", 0) + engine["int8_kernels"].get("MatMulInteger", 0) > 0
+    assert engine["int8_path"] == int8_path() and json.loads(json.dumps(data))["engine"] == engine
+
+
+def test_engine_reports_kernels_and_the_cpus_int8_path(entry):
+    assert quantized_kernels(entry.fp32_dir / "model.onnx") == {}  # FP32 runs no quantized kernel
+    xeon = {"avx2", "avx512bw", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16"}
+    assert int8_path(xeon) == "AMX"
+    assert int8_path(xeon - {"amx_tile", "amx_int8"}) == "AVX-512 VNNI"
+    assert int8_path({"avx2", "avx_vnni"}) == "AVX-VNNI"
+    assert "can saturate" in int8_path({"avx2", "fma"})  # the guard's 7-bit rung is for these CPUs
+    assert int8_path(None).startswith("unknown")  # flags unreadable: said, not guessed
+    assert int8_path() != ""
 
 
 def test_bench_config_rejects_bad_values(entry):
@@ -55,9 +72,10 @@ def test_cli_convert_bench_predict(tiny_models, tmp_path, monkeypatch):
     plain = run("convert", folder, "--force-int8").stdout  # reused: same entry, plain words
     assert "INT8 is" in plain and "accuracy guard" in plain
     bench = json.loads(run("bench", folder, "--runs", "2", "--seq-len", "16", "--json", "-q").stdout)
-    assert bench["ratios"]["size"] > 1
+    assert bench["ratios"]["size"] > 1 and bench["engine"]["provider"] == "CPUExecutionProvider"
     table = run("bench", folder, "--runs", "2", "--seq-len", "16", "-q").stdout
     assert "latency p50" in table and "x smaller" in table
+    assert "CPUExecutionProvider" in table and "DynamicQuantizeMatMul" in table and "MLAS INT8 path" in table
     answer = run("predict", folder, "--question", "Where is the film?", "--context", "The film is in Paris.").stdout
     assert "FP32" in answer and "INT8" in answer
 

@@ -13,8 +13,8 @@ import pytest
 
 from app.core.calibration import build_calibration
 from app.core.errors import CancelledError, ExportError, StoreError
-from app.core.quantize import (Calibration, GuardTarget, QuantizeConfig, _rewrite, collect, compare, outlier_channels,
-                               validate)
+from app.core.quantize import (Calibration, GuardTarget, Model, QuantizeConfig, collect, compare, outlier_channels,
+                               rewrite, validate)
 from app.core.spec import load_spec
 from app.core.store import ConvertConfig, convert, delete_entry, find_entry, list_entries, store_root
 from conftest import shared_data, shared_model
@@ -62,18 +62,85 @@ def test_built_in_calibration_is_thinned_for_large_models(bert_entry):
     assert len(own.feeds) == 1000
 
 
-def test_probe_outputs_are_spliced_into_the_model_bytes(bert_entry):
-    from app.core.export.graph import with_extra_outputs
+def test_models_are_read_and_written_one_tensor_at_a_time(bert_entry, tmp_path, monkeypatch):
+    """read_model locates the large initializers without loading them; write_model streams them back, inline or,
+    past protobuf's limit (lowered here), as external data; a probe refers to them where they lie."""
+    import app.core.onnxfile as onnxfile
+    from app.core.quantize import Model
 
-    raw = (bert_entry.fp32_dir / "model.onnx").read_bytes()
-    extra = [onnx.helper.make_tensor_value_info("/embeddings/LayerNorm_output_0", onnx.TensorProto.FLOAT, None)]
-    spliced = onnx.load_model_from_string(with_extra_outputs(raw, extra))
-    original = onnx.load_model_from_string(raw)
-    assert [o.name for o in spliced.graph.output] == [o.name for o in original.graph.output] + [extra[0].name]
-    del spliced.graph.output[-1]
-    assert spliced.SerializeToString() == original.SerializeToString()
+    monkeypatch.setattr(onnxfile, "EAGER_BELOW", 1024)  # the tiny model's tensors count as large
+    path = bert_entry.fp32_dir / "model.onnx"
+    original = onnx.load(path)
+    model = Model.read(path)
+    assert not model.proto.graph.initializer and set(model.weights) == {t.name for t in original.graph.initializer}
+    stored = [t for t in model.weights.values() if t.file is not None]
+    assert stored and all(t.file == path.resolve() for t in stored)
+    model.save(tmp_path / "copy.onnx")
+    copy = onnx.load(tmp_path / "copy.onnx")
+    assert copy.graph.node == original.graph.node and not (tmp_path / "copy.onnx.data").exists()
+    arrays = {t.name: onnx.numpy_helper.to_array(t) for t in original.graph.initializer}
+    for t in copy.graph.initializer:
+        np.testing.assert_array_equal(onnx.numpy_helper.to_array(t), arrays[t.name])
+
+    monkeypatch.setattr(onnxfile, "PROTOBUF_LIMIT", 100_000)
+    (tmp_path / "ext").mkdir()
+    size = model.save(tmp_path / "ext" / "model.onnx")
+    assert (tmp_path / "ext" / "model.onnx.data").stat().st_size > (tmp_path / "ext" / "model.onnx").stat().st_size
+    assert size == sum(f.stat().st_size for f in (tmp_path / "ext").iterdir())
+    external = Model.read(tmp_path / "ext" / "model.onnx")
+    assert {t.file.name for t in external.weights.values() if t.file} == {"model.onnx.data"}
+    for name, t in external.weights.items():
+        np.testing.assert_array_equal(t.load(), arrays[name])
+
+    spec = load_spec(bert_entry.fp32_dir)
+    inline, ext = build_calibration(bert_entry.fp32_dir, spec), build_calibration(bert_entry.fp32_dir, spec)
+    collect(path, inline)
+    collect(tmp_path / "ext" / "model.onnx", ext)  # the probe beside an external-data model
+    assert inline.peaks.keys() == ext.peaks.keys() and not list(tmp_path.glob("ext/.probe*"))
+    for a, b in zip(inline.reference, ext.reference):
+        np.testing.assert_array_equal(a["logits"], b["logits"])
     with pytest.raises(ValueError, match="not an ONNX model"):
-        with_extra_outputs(b"\x08\x07", extra)
+        (tmp_path / "bad.onnx").write_bytes(b"\x08\x07\x3a\x7f")
+        onnxfile.read_model(tmp_path / "bad.onnx")
+
+
+def test_external_data_must_lie_beside_the_model(tmp_path):
+    from app.core.onnxfile import read_model
+
+    tensor = onnx.numpy_helper.from_array(np.zeros((200, 200), np.float32), "w")
+    tensor.ClearField("raw_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    tensor.external_data.add(key="location", value="../../etc/passwd")
+    graph = onnx.helper.make_graph([], "g", [], [], initializer=[tensor])
+    onnx.save(onnx.helper.make_model(graph), tmp_path / "model.onnx")
+    with pytest.raises(ValueError, match="not a file beside the model"):
+        read_model(tmp_path / "model.onnx")
+
+
+def test_a_model_past_protobufs_limit_converts_end_to_end(tiny_models, tmp_path, monkeypatch):
+    """Over 2 GB (the limit lowered here), FP32 and INT8 keep their weights in model.onnx.data: converted,
+    checksummed, run, and a damaged data file is caught."""
+    import app.core.onnxfile as onnxfile
+    from app.core.errors import DamagedEntryError
+    from app.core.store import load_entry, verify_entry
+    from app.core.tasks.runner import Runner
+
+    monkeypatch.setattr(onnxfile, "PROTOBUF_LIMIT", 20_000)
+    entry = _convert(tiny_models("bert", "sequence-classification"), tmp_path, force=QuantizeConfig())
+    for d in (entry.fp32_dir, entry.int8_dir):
+        assert (d / "model.onnx.data").stat().st_size > (d / "model.onnx").stat().st_size
+        assert f"{d.name}/model.onnx.data" in entry.manifest["checksums"]
+        assert not [p.name for p in d.iterdir() if p.name.startswith(".")]
+    assert entry.manifest["files"]["fp32_bytes"] == onnxfile.file_bytes(entry.fp32_dir / "model.onnx")
+    assert entry.manifest["files"]["int8_bytes"] == onnxfile.file_bytes(entry.int8_dir / "model.onnx")
+    fp32, int8 = (Runner.load(d) for d in (entry.fp32_dir, entry.int8_dir))
+    assert fp32.classify("a fine film")[0].label == int8.classify("a fine film")[0].label
+    data = entry.int8_dir / "model.onnx.data"
+    damaged = bytearray(data.read_bytes())
+    damaged[100] ^= 0xFF
+    data.write_bytes(bytes(damaged))
+    with pytest.raises(DamagedEntryError):
+        verify_entry(load_entry(entry.path))
 
 
 def test_int8_answers_like_fp32_on_tiny_models(tiny_models, tmp_path):
@@ -102,20 +169,19 @@ def test_outlier_scaling_split_and_row_embeddings_are_exact_before_quantization(
     spec = load_spec(entry.fp32_dir)
     cal = build_calibration(entry.fp32_dir, spec)
     collect(entry.fp32_dir / "model.onnx", cal)
-    model = onnx.load(entry.fp32_dir / "model.onnx")
-    side, treated = _rewrite(model, QuantizeConfig(scale_ratio=1.1, outlier_ratio=1.5, quantize_embeddings=False),
-                             cal)
+    model = Model.read(entry.fp32_dir / "model.onnx")
+    side, treated = rewrite(model, QuantizeConfig(scale_ratio=1.1, outlier_ratio=1.5, quantize_embeddings=False), cal)
     # The low ratios scale every LayerNorm-fed MatMul input and split the GELU-fed ones.
-    restores = [n for n in model.graph.node if n.op_type == "Mul" and n.name.endswith("/restore")]
+    restores = [n for n in model.nodes if n.op_type == "Mul" and n.name.endswith("/restore")]
     assert side and restores and len(treated) == len(side) + len(restores)
-    onnx.save(model, tmp_path / "rewritten.onnx")
+    model.save(tmp_path / "rewritten.onnx")
     rewritten = Calibration(cal.feeds)
     collect(tmp_path / "rewritten.onnx", rewritten)
     for a, b in zip(cal.reference, rewritten.reference):
         np.testing.assert_allclose(a["logits"], b["logits"], atol=1e-4)
-    model = onnx.load(entry.fp32_dir / "model.onnx")
-    _rewrite(model, QuantizeConfig(split_outliers=False), cal)  # int8 embedding rows, one scale per row
-    onnx.save(model, tmp_path / "embeddings.onnx")
+    model = Model.read(entry.fp32_dir / "model.onnx")
+    rewrite(model, QuantizeConfig(split_outliers=False), cal)  # int8 embedding rows, one scale per row
+    model.save(tmp_path / "embeddings.onnx")
     assert validate(tmp_path / "embeddings.onnx", cal, spec=spec).cosine > 0.999
 
 

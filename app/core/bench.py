@@ -3,7 +3,9 @@
 File size; session load time and resident memory, each measured in a fresh process so the figures are
 clean; latency p50/p95 after warm-up at a chosen batch × sequence length, interleaved in blocks so both
 models see the same machine state; throughput. Sessions do not spin their threads between runs:
-with spinning, the idle session's threads steal cores from the one being timed.
+with spinning, the idle session's threads steal cores from the one being timed. The result also says which
+engine ran them: the onnxruntime version and execution provider, the quantized kernels in the INT8 graph and
+the INT8 path that ONNX Runtime's MLAS takes on this CPU (read from its ISA flags).
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from app.core import cpu
 from app.core.errors import BenchError, InputError
+from app.core.onnxfile import file_bytes
 from app.core.progress import ProgressFn, check_cancel, report
 from app.core.tasks.runner import new_session
 
@@ -73,12 +78,48 @@ class ModelBench:
         return asdict(self) | {"p50_ms": self.p50_ms, "p95_ms": self.p95_ms, "throughput": self.throughput}
 
 
+# Quantized kernels an INT8 graph can run on ONNX Runtime's CPU provider (the node types, as counted in the file)
+QUANTIZED_OPS = ("DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger", "DynamicQuantizeLinear",
+                 "QAttention", "QGemm", "QLinearMatMul", "QuantizeLinear", "DequantizeLinear", "QEmbedLayerNormalization",
+                 "MatMulNBits", "GatherBlockQuantized")
+
+
+def quantized_kernels(onnx_path: Path) -> dict[str, int]:
+    """Node count of each quantized op type in a graph file (its weights are not loaded), most frequent first."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    counts = Counter(n.op_type for n in graph.node if n.op_type in QUANTIZED_OPS)
+    return dict(counts.most_common())
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    runtime: str  # "onnxruntime 1.32.0"
+    provider: str  # the execution provider the sessions ran on
+    int8_kernels: dict[str, int]  # quantized op type -> nodes in the INT8 graph; empty without INT8
+    int8_path: str  # MLAS's INT8 GEMM path on this CPU (app.core.cpu.int8_path: "AVX-512 VNNI", "AMX"...)
+
+    def kernels_text(self) -> str:
+        return ", ".join(f"{n} {op}" for op, n in self.int8_kernels.items()) or "none"
+
+
+def engine_info(session, int8_path: Path | None) -> EngineInfo:
+    """What ran a benchmark: `session`'s runtime and provider, the INT8 graph's kernels and the CPU's MLAS path."""
+    import onnxruntime
+
+    return EngineInfo(runtime=f"onnxruntime {onnxruntime.__version__}", provider=session.get_providers()[0],
+                      int8_kernels=quantized_kernels(int8_path) if int8_path else {},
+                      int8_path=cpu.int8_path())
+
+
 @dataclass(frozen=True)
 class BenchResult:
     model: str
     config: BenchConfig
     fp32: ModelBench
     int8: ModelBench | None  # None when the model was kept in FP32
+    engine: EngineInfo | None = None
 
     def ratios(self) -> dict[str, float]:
         """FP32 / INT8 for sizes and times (higher is better for INT8), INT8 / FP32 for throughput."""
@@ -92,7 +133,7 @@ class BenchResult:
     def to_dict(self) -> dict:
         return {"model": self.model, "config": asdict(self.config) | {"threads": self.config.resolved_threads},
                 "fp32": self.fp32.to_dict(), "int8": self.int8.to_dict() if self.int8 else None,
-                "ratios": self.ratios()}
+                "ratios": self.ratios(), "engine": asdict(self.engine) if self.engine else None}
 
 
 def _load_in_child(onnx_path: str, threads: int, feed: dict, queue) -> None:
@@ -192,6 +233,7 @@ def benchmark(entry, config: BenchConfig = BenchConfig(), *, progress: ProgressF
                 times[label].append((time.perf_counter() - start) * 1000)
         done += n
         report(progress, "bench", len(models) + done, steps, f"timed {done}/{config.runs} runs of each model")
-    results = {label: ModelBench(label, path.stat().st_size, loads[label][0], loads[label][1],
+    results = {label: ModelBench(label, file_bytes(path), loads[label][0], loads[label][1],
                                  tuple(times[label]), config.batch) for label, path in models}
-    return BenchResult(model=entry.name, config=config, fp32=results["FP32"], int8=results.get("INT8"))
+    engine = engine_info(sessions["INT8" if "INT8" in sessions else "FP32"], dict(models).get("INT8"))
+    return BenchResult(model=entry.name, config=config, fp32=results["FP32"], int8=results.get("INT8"), engine=engine)

@@ -33,10 +33,9 @@ BASE = dict(hidden=768, layers=12, heads=12, intermediate=3072, max_positions=51
 def sensitivity_report(entry, work: Path) -> None:
     """Which MatMuls the guard would keep in FP32 first, and what the int8 tables (word embeddings, relative
     position tables) cost: logits of INT8 variants against FP32 on the guard's calibration set."""
-    import onnx
 
     from app.core.calibration import build_calibration
-    from app.core.quantize import QuantizeConfig, collect, quantize_model, sensitivity
+    from app.core.quantize import Model, QuantizeConfig, collect, quantize_model, sensitivity
     from app.core.spec import load_spec
     from app.core.tasks.runner import new_session
 
@@ -44,7 +43,7 @@ def sensitivity_report(entry, work: Path) -> None:
     fp32 = entry.fp32_dir / "model.onnx"
     calibration = build_calibration(entry.fp32_dir, spec)
     collect(fp32, calibration)
-    ranked = sensitivity(onnx.load(fp32), calibration, QuantizeConfig())
+    ranked = sensitivity(Model.read(fp32), calibration, QuantizeConfig())
     print("most sensitive MatMuls (relative output error when only it is INT8), the keep-FP32 rung's order:")
     for name, err in ranked[:6]:
         print(f"  {name}: {err:.4f}")

@@ -113,7 +113,7 @@ def run_family(family: str, work: Path, args) -> None:
     from app.core.calibration import build_calibration
     from app.core.export import ExportConfig, export_model
     from app.core.hub import ModelRef, local_source
-    from app.core.quantize import QuantizeConfig, collect, sensitivity, validate
+    from app.core.quantize import Model, QuantizeConfig, collect, sensitivity, validate
     from app.core.spec import load_spec
     from app.core.store import ConvertConfig, convert
 
@@ -141,10 +141,7 @@ def run_family(family: str, work: Path, args) -> None:
     spec = load_spec(entry.fp32_dir)
     cal = build_calibration(entry.fp32_dir, spec)
     collect(fp32, cal)
-    import onnx
-
-    base = onnx.load(fp32)
-    ranked = sensitivity(base, cal, QuantizeConfig())
+    ranked = sensitivity(Model.read(fp32), cal, QuantizeConfig())
     types = spec.options.get("layer_types")
     print("  sensitivity (relative output error when only that MatMul is INT8), worst first:")
     for name, err in ranked[:8]:
@@ -156,6 +153,8 @@ def run_family(family: str, work: Path, args) -> None:
                   and types[int(n.split("/")[2].split(".")[1])] == k] for k in set(types)}
         print("  attention MatMuls, mean error by layer type: "
               + ", ".join(f"{k.split('_')[0]} {np.mean(v):.4f} ({len(v)})" for k, v in sorted(by.items()) if v))
+    import onnx
+
     q_model = onnx.load(int8)
     untouched = {p: sum(1 for n in q_model.graph.node if p in n.name) for p in ("/rotary/", "/window/", "position_bias")}
     quantized = sorted({n.name.rsplit("/", 1)[0] for n in q_model.graph.node if n.op_type == "DynamicQuantizeMatMul"})

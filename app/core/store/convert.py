@@ -98,6 +98,7 @@ def convert(ref: str | ModelRef, config: ConvertConfig = ConvertConfig(), *, pro
     """Download → export (fused FP32) → quantize with the accuracy guard → validate; returns the store entry."""
     from app.core.calibration import build_calibration
     from app.core.export import copy_runtime_files, write_json_atomic
+    from app.core.onnxfile import file_bytes
     from app.core.quantize import quantize_model
     from app.core.tasks.tokenizer import load_tokenizer
 
@@ -160,7 +161,7 @@ def convert(ref: str | ModelRef, config: ConvertConfig = ConvertConfig(), *, pro
                                  "settings": hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()},
                     "optimize": {"fusions": fusions},
                     "quantization": result.to_dict(),
-                    "files": {"fp32_bytes": (tmp / "fp32" / "model.onnx").stat().st_size,
+                    "files": {"fp32_bytes": file_bytes(tmp / "fp32" / "model.onnx"),
                               "int8_bytes": result.onnx_bytes},
                     "checksums": _checksums(tmp, hashes),
                 })

@@ -1,0 +1,172 @@
+"""Rewrites that make a graph quantize well, exact in FP32: outlier channels scaled through LayerNorms or split
+into small FP32 side paths, and int8 embedding tables with one scale per row (a tied LM head reads the same table).
+
+Each rewrite changes the node list and replaces weights by lazy transformed views (app/core/quantize/model.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import helper
+
+from app.core.onnxfile import LazyTensor
+from app.core.quantize.calibrate import Calibration
+from app.core.quantize.config import QuantizeConfig
+from app.core.quantize.model import Model
+
+
+def outlier_channels(peak: np.ndarray, ratio: float, limit: int) -> list[int]:
+    """Channels whose peak |x| exceeds ratio × the median channel's peak (largest first, at most `limit`)."""
+    median = float(np.median(peak)) or 1e-12
+    order = np.argsort(peak)[::-1][:limit]
+    return [int(c) for c in order if peak[c] > ratio * median]
+
+
+def _scale_through_layer_norms(model: Model, config: QuantizeConfig, calibration: Calibration,
+                               skip: set[str]) -> dict[str, int]:
+    """Scale the outlier channels of LayerNorm-fed MatMul inputs into range; returns node → channels scaled.
+
+    LayerNorm(x)·γ/s + β/s feeds the MatMuls, whose weight rows are multiplied by s: exact in FP32, and the
+    activation's per-tensor INT8 range is no longer set by a few channels. The residual and every other
+    consumer get the LayerNorm's output back through one Mul by s.
+    """
+    producers = {o: n for n in model.nodes for o in n.output}
+    consumers = model.consumers()
+    scaled, restores = {}, {}
+    for n in model.weighted_matmuls():
+        x = n.input[0]
+        norm = producers.get(x)
+        if (n.name in skip or x in restores or norm is None or norm.op_type != "LayerNormalization"
+                or len(norm.input) < 3 or not {norm.input[1], norm.input[2]} <= model.weights.keys()):
+            continue
+        peak = calibration.peaks[x]
+        if not outlier_channels(peak, config.outlier_ratio, 1):  # no outliers: the Mul would cost more than it gives
+            continue
+        s = np.maximum(peak / (config.scale_ratio * (float(np.median(peak)) or 1e-12)), 1.0).astype(np.float32)
+        for name in norm.input[1:3]:
+            model.transform(name, lambda v, s=s: v / s)
+        scaled_x = x + "/outliers_scaled"
+        norm.output[0] = scaled_x
+        model.add(s, x + "/outlier_scale")
+        restores[x] = helper.make_node("Mul", [scaled_x, x + "/outlier_scale"], [x], name=norm.name + "/restore")
+        for c in consumers[x]:
+            if c.op_type == "MatMul" and c.input[1] in model.weights and c.name not in skip:
+                model.transform(c.input[1], lambda w, s=s: w * s[:, None])  # (in, out)
+                c.input[0] = scaled_x
+                scaled[c.name] = int((s > 1).sum())
+    nodes = []
+    for n in model.nodes:
+        nodes.append(n)
+        if n.op_type == "LayerNormalization" and n.output[0].endswith("/outliers_scaled"):
+            nodes.append(restores[n.output[0].removesuffix("/outliers_scaled")])
+    model.set_nodes(nodes)
+    return scaled
+
+
+def _without_rows(w: np.ndarray, rows: list[int]) -> np.ndarray:
+    w = w.copy()
+    w[rows] = 0
+    return w
+
+
+def _per_row_int8(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 with one scale per row: (int8 table, (rows, 1) float32 scales)."""
+    scale = (np.maximum(np.abs(table).max(axis=1, keepdims=True), 1e-12) / 127.0).astype(np.float32)
+    return np.clip(np.round(table / scale), -127, 127).astype(np.int8), scale
+
+
+def rewrite(model: Model, config: QuantizeConfig, calibration: Calibration,
+            head: set[str] = frozenset()) -> tuple[list[str], dict[str, int]]:
+    """Outlier scaling and splitting, and per-row embedding quantization, in place.
+
+    Returns the FP32 side-path nodes and, per MatMul, how many outlier channels were scaled or split.
+    `head` names nodes left alone (they stay FP32).
+    """
+    skip = set(config.keep_fp32) | set(head)
+    treated = _scale_through_layer_norms(model, config, calibration, skip) if config.scale_outliers else {}
+    nodes, side_nodes = [], []
+    tied: set[str] = set()  # embedding tables quantized to int8
+    tied_heads: dict[str, str] = {}  # Transpose output → the table it transposes
+    for n in model.nodes:
+        if (config.split_outliers and n.op_type == "MatMul" and n.input[1] in model.weights
+                and n.input[0] in calibration.peaks and n.name not in skip and n.name not in treated):
+            channels = outlier_channels(calibration.peaks[n.input[0]], config.outlier_ratio,
+                                        config.max_outlier_channels)
+            if channels:
+                #  x ─ Mul(keep mask) ─ MatMul(W, rest rows; INT8) ─────────┐
+                #  x ─ Gather(outlier channels) ─ MatMul(W outlier rows; FP32) ┴─ Add ─►
+                w_out = model.load(n.input[1])[channels].astype(np.float32)  # (outliers, out)
+                model.transform(n.input[1], lambda w, rows=channels: _without_rows(w, rows))
+                keep = np.ones(model.shape(n.input[1])[0], np.float32)
+                keep[channels] = 0
+                p = n.name.rsplit("/", 1)[0] + "/outliers"
+                model.add(keep, p + "/keep")
+                model.add(np.array(channels, np.int64), p + "/index")
+                model.add(w_out, p + "/weight")
+                rest, part = p + "/rest", n.output[0] + "/int8_part"
+                nodes += [helper.make_node("Mul", [n.input[0], p + "/keep"], [rest], name=p + "/Mul"),
+                          helper.make_node("MatMul", [rest, n.input[1]], [part], name=n.name),
+                          helper.make_node("Gather", [n.input[0], p + "/index"], [p + "/x"], name=p + "/Gather", axis=-1),
+                          helper.make_node("MatMul", [p + "/x", p + "/weight"], [p + "/y"], name=p + "/MatMul"),
+                          helper.make_node("Add", [part, p + "/y"], [n.output[0]], name=p + "/Add")]
+                side_nodes.append(p + "/MatMul")
+                treated[n.name] = len(channels)
+                continue
+        if (config.quantize_embeddings and n.op_type == "Gather" and n.input[0] in model.weights
+                and n.name not in skip and len(model.shape(n.input[0])) == 2 and model.shape(n.input[0])[0] > 2):
+            #  ids ─ Gather(int8 table) ─ Cast ─┐
+            #  ids ─ Gather(row scales) ────────┴─ Mul ─►   symmetric int8, one scale per row
+            name = n.input[0]
+            if name not in tied:
+                _add_int8_table(model, name)
+                tied.add(name)
+            p = n.name.rsplit("/", 1)[0] + "/int8"
+            nodes += [helper.make_node("Gather", [name + ".int8", n.input[1]], [p + "/q"], name=p + "/Gather_q"),
+                      helper.make_node("Cast", [p + "/q"], [p + "/qf"], name=p + "/Cast", to=1),
+                      helper.make_node("Gather", [name + ".scale", n.input[1]], [p + "/s"], name=p + "/Gather_scale"),
+                      helper.make_node("Mul", [p + "/qf", p + "/s"], [n.output[0]], name=p + "/Mul")]
+            continue
+        if n.op_type == "Transpose" and n.input[0] in tied:  # a tied LM head reads the int8 table transposed
+            tied_heads[n.output[0]] = n.input[0]
+            nodes.append(helper.make_node("Transpose", [n.input[0] + ".int8"], [n.output[0] + ".int8"], name=n.name,
+                                          perm=[1, 0]))
+            continue
+        if n.op_type == "MatMul" and n.input[1] in tied_heads:
+            nodes += _tied_head(model, n, tied_heads[n.input[1]], n.name in skip)
+            continue
+        nodes.append(n)
+    model.set_nodes(nodes)
+    return side_nodes, treated
+
+
+def _add_int8_table(model: Model, name: str) -> None:
+    """`name`.int8 and `name`.scale, computed together from the FP32 table when written."""
+    source = model.weights[name]
+    rows = source.shape[0]
+
+    def part(i: int):
+        return lambda: model.computed(("table", name), lambda: _per_row_int8(source.load()))[i]
+
+    model.add(LazyTensor(name + ".int8", source.shape, part(0), np.dtype(np.int8)))
+    model.add(LazyTensor(name + ".scale", (rows, 1), part(1)))
+
+
+def _tied_head(model: Model, n, table: str, keep_fp32: bool) -> list:
+    """The MatMul of an LM head tied to an int8 embedding table, which the file holds once.
+
+      x ─ DynamicQuantizeMatMul(Transpose(table int8) [H,V], row scales [V]) ─►   (the Transpose is folded at load)
+      kept FP32:  x ─ MatMul(Transpose(table int8) · row scalesᵀ) ─►
+    """
+    w = n.input[1] + ".int8"
+    rows = model.shape(table)[0]
+    scale = model.weights[table + ".scale"]
+    if keep_fp32:
+        cast = helper.make_node("Cast", [w], [w + "/float"], name=n.name + "/dequantize/Cast", to=1)
+        model.add(scale.derived(lambda s: s.reshape(1, -1), name=table + ".scale_row", shape=(1, rows)))
+        deq = helper.make_node("Mul", [w + "/float", table + ".scale_row"], [w + "/dequantized"],
+                               name=n.name + "/dequantize/Mul")
+        return [cast, deq, helper.make_node("MatMul", [n.input[0], w + "/dequantized"], list(n.output), name=n.name)]
+    model.add(scale.derived(lambda s: s.reshape(-1), name=table + ".scale_column", shape=(rows,)))
+    model.add(np.zeros(rows, np.int8), table + ".zero_point")
+    return [helper.make_node("DynamicQuantizeMatMul", [n.input[0], w, table + ".scale_column", table + ".zero_point"],
+                             list(n.output), name=n.name, domain="com.microsoft")]
