@@ -316,6 +316,17 @@ def test_full_disk_and_unwritable_store_leave_nothing(tiny_models, tmp_path, mon
     assert [p.name for p in root.iterdir() if p.name != ".hashes.json"] == []
 
 
+def test_cpus_whose_u8s8_products_saturate_get_a_ladder_that_cannot():
+    """x86 without VNNI sums u8×s8 pairs in int16: there every rung has uint8 (exact) or 7-bit weights."""
+    from app.core.quantize import candidate_ladder, keep_fp32_ladder
+
+    saturating = candidate_ladder(saturating=True)
+    assert all(c.weight_type == "uint8" or c.reduce_range for c in saturating)
+    assert saturating[0].scale_outliers and saturating[-1].reduce_range
+    assert candidate_ladder(saturating=False)[0].weight_type == "int8"  # VNNI, AMX, ARM: the fastest first
+    assert all(c.weight_type == candidate_ladder()[0].weight_type for c in keep_fp32_ladder(list("abcdef")))
+
+
 # --- real checkpoint -------------------------------------------------------------------------------------------
 
 @pytest.mark.slow

@@ -90,6 +90,7 @@ class QuantizeResult:
     calibration: str  # what the guard ran ("built-in, 100 texts" or the user's file)
     onnx_bytes: int = 0
     outlier_channels: dict[str, int] = field(default_factory=dict)
+    int8_path: str = ""  # the CPU's INT8 path the guard measured on (cpu.int8_path): saturating ones differ
 
     @property
     def passed(self) -> bool:
@@ -111,4 +112,5 @@ class QuantizeResult:
         return {"passed": self.passed, "chosen": self.chosen.to_dict() if self.chosen else None,
                 "candidates": [c.to_dict() for c in self.candidates], "target": asdict(self.target),
                 "calibration": self.calibration, "onnx_bytes": self.onnx_bytes,
-                "outlier_channels": self.outlier_channels, "explanation": self.explain()}
+                "outlier_channels": self.outlier_channels, "int8_path": self.int8_path,
+                "explanation": self.explain()}

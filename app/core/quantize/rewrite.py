@@ -69,10 +69,10 @@ def _without_rows(w: np.ndarray, rows: list[int]) -> np.ndarray:
     return w
 
 
-def _per_row_int8(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 with one scale per row: (int8 table, (rows, 1) float32 scales)."""
-    scale = (np.maximum(np.abs(table).max(axis=1, keepdims=True), 1e-12) / 127.0).astype(np.float32)
-    return np.clip(np.round(table / scale), -127, 127).astype(np.int8), scale
+def _per_row_int8(table: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 (|q| <= levels) with one scale per row: (int8 table, (rows, 1) float32 scales)."""
+    scale = (np.maximum(np.abs(table).max(axis=1, keepdims=True), 1e-12) / levels).astype(np.float32)
+    return np.clip(np.round(table / scale), -levels, levels).astype(np.int8), scale
 
 
 def rewrite(model: Model, config: QuantizeConfig, calibration: Calibration,
@@ -87,6 +87,10 @@ def rewrite(model: Model, config: QuantizeConfig, calibration: Calibration,
     nodes, side_nodes = [], []
     tied: set[str] = set()  # embedding tables quantized to int8
     tied_heads: dict[str, str] = {}  # Transpose output → the table it transposes
+    # A table that a tied LM head multiplies by is an int8 weight of a u8×s8 product there: where the config
+    # avoids saturation (uint8 or 7-bit weights), its values stay within 7 bits (|q| <= 63).
+    head_tables = {n.input[0] for n in model.nodes if n.op_type == "Transpose" and n.input[0] in model.weights}
+    exact = config.weight_type == "uint8" or config.reduce_range
     for n in model.nodes:
         if (config.split_outliers and n.op_type == "MatMul" and n.input[1] in model.weights
                 and n.input[0] in calibration.peaks and n.name not in skip and n.name not in treated):
@@ -118,7 +122,7 @@ def rewrite(model: Model, config: QuantizeConfig, calibration: Calibration,
             #  ids ─ Gather(row scales) ────────┴─ Mul ─►   symmetric int8, one scale per row
             name = n.input[0]
             if name not in tied:
-                _add_int8_table(model, name)
+                _add_int8_table(model, name, 63 if exact and name in head_tables else 127)
                 tied.add(name)
             p = n.name.rsplit("/", 1)[0] + "/int8"
             nodes += [helper.make_node("Gather", [name + ".int8", n.input[1]], [p + "/q"], name=p + "/Gather_q"),
@@ -139,13 +143,13 @@ def rewrite(model: Model, config: QuantizeConfig, calibration: Calibration,
     return side_nodes, treated
 
 
-def _add_int8_table(model: Model, name: str) -> None:
+def _add_int8_table(model: Model, name: str, levels: int) -> None:
     """`name`.int8 and `name`.scale, computed together from the FP32 table when written."""
     source = model.weights[name]
     rows = source.shape[0]
 
     def part(i: int):
-        return lambda: model.computed(("table", name), lambda: _per_row_int8(source.load()))[i]
+        return lambda: model.computed(("table", name), lambda: _per_row_int8(source.load(), levels))[i]
 
     model.add(LazyTensor(name + ".int8", source.shape, part(0), np.dtype(np.int8)))
     model.add(LazyTensor(name + ".scale", (rows, 1), part(1)))
