@@ -71,7 +71,7 @@ def collect(model_file: Path, calibration: Calibration, *, model: Model | None =
     probe_file = model_file.with_name(f".probe-{os.getpid()}.onnx")
     try:
         onnx.save(model.probe(model_file.parent, probes), str(probe_file))
-        session = new_session(str(probe_file), threads)
+        session = new_session(str(probe_file), threads, prepack=False)  # one pass: no packed second copy
     finally:
         probe_file.unlink(missing_ok=True)  # the session has read it
     feeds = calibration.feeds

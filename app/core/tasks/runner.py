@@ -41,14 +41,18 @@ def session_options(threads: int | None = None):
     return options
 
 
-def new_session(model: str | bytes, threads: int | None = None):
+def new_session(model: str | bytes, threads: int | None = None, *, prepack: bool = True):
     """An ONNX Runtime CPU session on a model file or its bytes, with `session_options`. ORT's own fusion of a
     residual Add + LayerNormalization into SkipLayerNormalization is turned off: on CPU that kernel is slower than
     the two ops (see export/families/base.py), and it fires on graphs such as DeBERTa's (measured there: INT8 1.9x
-    → 2.1x faster than FP32)."""
+    → 2.1x faster than FP32). Without `prepack`, MatMul weights are not copied into MLAS's packed layout at load
+    (a second copy of them: 140 MB on BERT-base), for sessions that run a few batches and go."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(model, session_options(threads), providers=["CPUExecutionProvider"],
+    options = session_options(threads)
+    if not prepack:
+        options.add_session_config_entry("session.disable_prepacking", "1")
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"],
                                 disabled_optimizers=["SkipLayerNormFusion"])
 
 
