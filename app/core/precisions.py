@@ -15,7 +15,7 @@ from pathlib import Path
 INT8_OPS = {"DynamicQuantizeMatMul": "matrix product, 8-bit weights and activations",
             "MatMulInteger": "matrix product in 8-bit integers",
             "MatMulNBits": "matrix product with 8-bit weights",
-            "QAttention": "attention in 8-bit integers"}
+            "QAttention": "query/key/value product in 8-bit integers, then attention in full precision"}
 
 
 @dataclass(frozen=True)

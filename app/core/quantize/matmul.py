@@ -30,7 +30,8 @@ def quantized_weight(w: np.ndarray, config: QuantizeConfig) -> tuple[np.ndarray,
 
 
 def quantize_matmuls(model: Model, config: QuantizeConfig, skip: set[str]) -> None:
-    """x·W → DynamicQuantizeMatMul, in place: W int8 per output column (or per tensor), x u8 at run time.
+    """x·W → DynamicQuantizeMatMul, in place: W int8 per output column (or per tensor), x u8 at run time; a packed
+    Q/K/V projection and the attention it feeds → DynamicQuantizeLinear + QAttention.
 
     This is what `onnxruntime.quantization.quantize_dynamic` produces once ONNX Runtime has fused its
     MatMulInteger chain, written directly: no shape inference and no model copies, seconds instead of
@@ -56,7 +57,14 @@ def quantize_matmuls(model: Model, config: QuantizeConfig, skip: set[str]) -> No
             model.add(np.zeros(scale_shape, np.int8), name + "_zero_point")
         else:
             model.add(LazyTensor(name + "_zero_point", scale_shape, part(2), dtype))
-        inputs, outputs = [n.input[0], name + "_quantized", name + "_scale", name + "_zero_point"], list(n.output)
+        weight = [name + "_quantized", name + "_scale", name + "_zero_point"]
+        attention = _packed_attention(model, n, consumers)
+        if attention is not None:  # x ─ QKV MatMul ─ Split ─ MultiHeadAttention ─►  becomes one QAttention
+            split, mha = attention
+            folded |= {id(split), id(mha)}
+            n.CopyFrom(_qattention(n, mha, weight))
+            continue
+        inputs, outputs = [n.input[0], *weight], list(n.output)
         after = consumers.get(n.output[0], [])
         if (len(after) == 1 and after[0].op_type == "Add" and after[0].input[1] in model.weights
                 and model.shape(after[0].input[1]) == (columns,)):  # MatMul + Add(bias): one op
@@ -64,6 +72,42 @@ def quantize_matmuls(model: Model, config: QuantizeConfig, skip: set[str]) -> No
             outputs = list(after[0].output)
             folded.add(id(after[0]))
         n.CopyFrom(helper.make_node("DynamicQuantizeMatMul", inputs, outputs, name=n.name, domain="com.microsoft"))
-    model.set_nodes([n for n in model.nodes if id(n) not in folded])
+    nodes = []
+    for n in model.nodes:
+        if id(n) in folded:
+            continue
+        if n.op_type == "QAttention":  # its input quantized once, then the op (which takes it quantized)
+            x = n.input[0]
+            nodes.append(helper.make_node("DynamicQuantizeLinear", [x], [f"{x}/u8", f"{x}/scale", f"{x}/zero"],
+                                          name=n.name + "/DynamicQuantizeLinear"))
+            n.input[0], n.input[3], n.input[6] = f"{x}/u8", f"{x}/scale", f"{x}/zero"
+        nodes.append(n)
+    model.set_nodes(nodes)
     if not any(o.domain == "com.microsoft" for o in model.proto.opset_import):
         model.proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+
+
+def _packed_attention(model: Model, n, consumers: dict) -> tuple | None:
+    """(Split, MultiHeadAttention) when the MatMul `n` is a packed Q/K/V projection that only feeds a plain
+    MultiHeadAttention (bias and key padding mask, no past, no extra bias or attributes): ONNX Runtime's QAttention
+    does the three in one, its GEMM writing the heads where attention reads them (no Split copy, no transposes)."""
+    after = consumers.get(n.output[0], [])
+    if len(after) != 1 or after[0].op_type != "Split" or len(after[0].output) != 3:
+        return None
+    split = after[0]
+    users = [consumers.get(o, []) for o in split.output]
+    if any(len(u) != 1 for u in users) or len({id(u[0]) for u in users}) != 1:
+        return None
+    mha = users[0][0]
+    if (mha.op_type != "MultiHeadAttention" or list(mha.input[:3]) != list(split.output) or len(mha.input) != 5
+            or mha.input[3] not in model.weights or not mha.input[4] or len(mha.output) != 1
+            or [a.name for a in mha.attribute] != ["num_heads"]):
+        return None
+    return split, mha
+
+
+def _qattention(n, mha, weight: list[str]):
+    """QAttention(x, W, bias, x scale, W scale, mask, x zero point, W zero point): x is quantized just before it."""
+    inputs = [n.input[0], weight[0], mha.input[3], "", weight[1], mha.input[4], "", weight[2]]
+    return helper.make_node("QAttention", inputs, list(mha.output), name=n.name, domain="com.microsoft",
+                            num_heads=helper.get_attribute_value(mha.attribute[0]))
