@@ -81,6 +81,20 @@ def test_other_conversion_settings_rebuild_the_entry(bert, root):
     assert other.manifest["identity"]["settings"] != first.manifest["identity"]["settings"]
 
 
+def test_an_entry_checked_on_another_kind_of_cpu_is_stale_and_converts_again(bert, root, monkeypatch):
+    """INT8 chosen where u8×s8 products saturate (x86 without VNNI) or where they do not holds only there."""
+    from app.core import cpu
+
+    first = convert(str(bert), FAST, root=root)
+    assert first.int8_dir is not None and first.manifest["quantization"]["int8_path"] == cpu.int8_path()
+    here = cpu.u8s8_saturates()
+    monkeypatch.setattr(cpu, "u8s8_saturates", lambda: not here)  # the store copied to another machine
+    stale = {e.path: e.stale for e in list_entries(root)}
+    assert "its INT8 was checked on a CPU whose INT8 path is " + cpu.int8_path() in stale[first.path]
+    again = convert(str(bert), FAST, root=root)  # not reused: converted for this CPU
+    assert again.manifest["request"]["u8s8_saturates"] is (not here) and list_entries(root)[0].stale == ""
+
+
 # --- damaged entries -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("manifest", ['[]', '{"source": 5}', '{"layout": 2, "spec": {}}', 'not json', "outside"])

@@ -370,8 +370,9 @@ class ChoosePage(QWidget):
                 t.setItem(r, 2, _item(""))
                 continue
             t.setItem(r, 0, _item(str(e.name), e))
-            t.setItem(r, 1, _item("Converted, " + ("stale: its files changed" if e.stale else
-                                                  "double-click to try it")))
+            status = _item("Converted, " + ("stale: convert it again" if e.stale else "double-click to try it"))
+            status.setToolTip(f"Stale: {e.stale}." if e.stale else "")
+            t.setItem(r, 1, status)
             t.setItem(r, 2, _item(""))
         for c in self.cached:
             r = t.rowCount()

@@ -105,7 +105,7 @@ class LibraryPage(QWidget):
                 continue
             task = QTableWidgetItem(widgets.task_title(e.task) + (" (stale)" if e.stale else ""))
             if e.stale:
-                task.setToolTip(f"Stale: {e.stale}. Convert it again to use the new files.")
+                task.setToolTip(f"Stale: {e.stale}. Convert it again to bring it up to date.")
             t.setItem(r, 1, task)
             t.setItem(r, 2, QTableWidgetItem((e.revision or "local")[:10]))
             t.setItem(r, 3, QTableWidgetItem(widgets.human_bytes(e.model_bytes("fp32"))))

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from app import __version__
+from app.core import cpu
 from app.core.errors import DamagedEntryError, InputError, InvalidModelError, PocketError, StoreError
 from app.core.export import MANIFEST
 from app.core.hub import ModelRef, ModelSource, resolve
@@ -38,7 +39,8 @@ class ConvertConfig:
 
     def request(self) -> dict:
         """What a stored entry must have been built with to be reused (JSON-normalised, as the manifest holds it);
-        the calibration file counts by its content, not its name."""
+        the calibration file counts by its content, not its name, and the guard's choice holds for CPUs whose INT8
+        products saturate (x86 without VNNI) or for the others, not both."""
         calibration = None
         if self.calibration_file:
             try:
@@ -48,7 +50,8 @@ class ConvertConfig:
                 calibration = {"path": str(self.calibration_file), "sha256": None}  # build_calibration reports it
         return json.loads(json.dumps({"target": asdict(self.target),
                                       "force": asdict(self.force) if self.force else None,
-                                      "calibration_file": calibration, "tool_version": __version__}))
+                                      "calibration_file": calibration, "tool_version": __version__,
+                                      "u8s8_saturates": cpu.u8s8_saturates()}))
 
 
 

@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.core import cpu
 from app.core.errors import DamagedEntryError, PocketError, StoreError
 from app.core.export import MANIFEST
 from app.core.hub import ModelRef
@@ -178,10 +179,16 @@ def verify_entry(entry: StoreEntry, hashes: Hashes | None = None) -> StoreEntry:
 
 
 def _staleness(entry: StoreEntry, hashes: Hashes) -> str:
-    """Why a sound entry no longer matches its source ("" when it does, or the source cannot be looked at)."""
+    """Why a sound entry no longer matches its source or this CPU ("" when it does, or the source cannot be
+    looked at)."""
     from app.core.hub import local_source
     from app.core.hub.cache import cached_snapshot, hub_cache_dir
 
+    measured_on = entry.manifest.get("request", {}).get("u8s8_saturates")
+    if entry.int8_dir is not None and measured_on not in (None, cpu.u8s8_saturates()):
+        return (f"its INT8 was checked on a CPU whose INT8 path is "
+                f"{entry.manifest.get('quantization', {}).get('int8_path') or 'another'}; this one's is "
+                f"{cpu.int8_path()}, where its answers can differ")
     source = entry.source
     try:
         if source.get("repo_id"):
