@@ -49,25 +49,30 @@ def is_x86() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
 
 
-_UNREAD = object()
+_THIS_CPU = object()  # int8_path's default: read this machine's flags
 
 
-def int8_path(flags=_UNREAD) -> str:
+def _path(flags=_THIS_CPU) -> tuple[str, bool]:
+    """(the INT8 path in words, whether u8×s8 products saturate there) for this CPU or x86 `flags`."""
+    if flags is _THIS_CPU:
+        if not is_x86():
+            return f"{platform.machine() or 'unknown'} (no u8×s8 saturation)", False
+        flags = cpu()[1]
+    if flags is None:  # unreadable: the safe side
+        return "unknown (CPU flags not readable)", True
+    for flag, name in INT8_PATHS:
+        if flag in flags:
+            return name, False
+    return ("AVX2" if "avx2" in flags else "SSE") + ", no VNNI (u8×s8 can saturate)", True
+
+
+def int8_path(flags=_THIS_CPU) -> str:
     """The INT8 GEMM path ONNX Runtime's MLAS takes here, in words ('AVX-512 VNNI', 'AVX2, no VNNI ...').
 
     `flags` (a set in /proc/cpuinfo spelling, or None for unreadable) describes another x86 CPU."""
-    if flags is _UNREAD:
-        if not is_x86():
-            return f"{platform.machine() or 'unknown'} (no u8×s8 saturation)"
-        flags = cpu()[1]
-    if flags is None:
-        return "unknown (CPU flags not readable)"
-    for flag, name in INT8_PATHS:
-        if flag in flags:
-            return name
-    return "AVX2, no VNNI (u8×s8 can saturate)" if "avx2" in flags else "SSE, no VNNI (u8×s8 can saturate)"
+    return _path(flags)[0]
 
 
 def u8s8_saturates() -> bool:
     """True where 8-bit weights can saturate in int16: x86 without VNNI or AMX, and x86 we cannot read (safe side)."""
-    return "saturate" in int8_path() or int8_path().startswith("unknown")
+    return _path()[1]

@@ -17,7 +17,7 @@ from app.core.errors import QuantizationError
 from app.core.progress import ProgressFn, check_cancel, report
 from app.core.quantize.calibrate import Calibration, collect
 from app.core.quantize.config import Agreement, Candidate, GuardTarget, QuantizeConfig, QuantizeResult
-from app.core.quantize.matmul import quantize_matmuls
+from app.core.quantize.matmul import quantize_matmuls, quantized_weight
 from app.core.quantize.model import Model
 from app.core.quantize.rewrite import outlier_channels, rewrite
 
@@ -49,12 +49,8 @@ def sensitivity(model: Model, calibration: Calibration, config: QuantizeConfig) 
         lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
         step = (hi - lo) / 255 or 1.0
         xq = np.round((x - lo) / step) * step + lo
-        levels = 63 if config.reduce_range else 127
-        if config.per_channel:
-            ws = np.maximum(np.abs(w).max(axis=0, keepdims=True), 1e-12) / levels
-        else:
-            ws = max(float(np.abs(w).max()), 1e-12) / levels
-        wq = np.round(w / ws) * ws
+        q, scale, zero = quantized_weight(w, config)
+        wq = (q.astype(np.float32) - zero.astype(np.float32)) * scale  # what the INT8 kernel multiplies by
         exact = x @ w
         err = float(np.linalg.norm(exact - xq @ wq) / (np.linalg.norm(exact) or 1.0))
         scores.append((n.name, err))
