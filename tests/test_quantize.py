@@ -66,7 +66,6 @@ def test_models_are_read_and_written_one_tensor_at_a_time(bert_entry, tmp_path, 
     """read_model locates the large initializers without loading them; write_model streams them back, inline or,
     past protobuf's limit (lowered here), as external data; a probe refers to them where they lie."""
     import app.core.onnxfile as onnxfile
-    from app.core.quantize import Model
 
     monkeypatch.setattr(onnxfile, "EAGER_BELOW", 1024)  # the tiny model's tensors count as large
     path = bert_entry.fp32_dir / "model.onnx"

@@ -21,7 +21,6 @@ import numpy as np
 
 from app.core import cpu
 from app.core.errors import BenchError, InputError
-from app.core.onnxfile import file_bytes
 from app.core.progress import ProgressFn, check_cancel, report
 from app.core.tasks.runner import new_session
 
@@ -78,18 +77,13 @@ class ModelBench:
         return asdict(self) | {"p50_ms": self.p50_ms, "p95_ms": self.p95_ms, "throughput": self.throughput}
 
 
-# Quantized kernels an INT8 graph can run on ONNX Runtime's CPU provider (the node types, as counted in the file)
-QUANTIZED_OPS = ("DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger", "DynamicQuantizeLinear",
-                 "QAttention", "QGemm", "QLinearMatMul", "QuantizeLinear", "DequantizeLinear", "QEmbedLayerNormalization",
-                 "MatMulNBits", "GatherBlockQuantized")
-
-
 def quantized_kernels(onnx_path: Path) -> dict[str, int]:
-    """Node count of each quantized op type in a graph file (its weights are not loaded), most frequent first."""
-    import onnx
+    """Node count of each quantized op type in a graph file (its weights are not read), most frequent first."""
+    from app.core.onnxfile import read_model  # onnx: not in the spawned load-time children
+    from app.core.precisions import INT8_OPS
 
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    counts = Counter(n.op_type for n in graph.node if n.op_type in QUANTIZED_OPS)
+    quantized = {*INT8_OPS, "DynamicQuantizeLinear"}  # and the activation quantizer in front of QAttention
+    counts = Counter(n.op_type for n in read_model(onnx_path)[0].graph.node if n.op_type in quantized)
     return dict(counts.most_common())
 
 
@@ -202,6 +196,7 @@ def _feed(spec, config: BenchConfig, vocab_size: int) -> dict[str, np.ndarray]:
 def benchmark(entry, config: BenchConfig = BenchConfig(), *, progress: ProgressFn | None = None,
               cancel: threading.Event | None = None) -> BenchResult:
     """Benchmark a store entry's FP32 and INT8 models side by side."""
+    from app.core.onnxfile import file_bytes
     from app.core.spec import load_spec
 
     spec = load_spec(entry.fp32_dir)

@@ -169,6 +169,16 @@ def read_model(path: Path) -> tuple[onnx.ModelProto, list[LazyTensor]]:
     return model, tensors
 
 
+def _header(t: LazyTensor, external: tuple[str, int] | None = None) -> TensorProto:
+    """`t`'s TensorProto without its data; with `external` (location, offset), pointing at it there."""
+    header = TensorProto(name=t.name, data_type=helper.np_dtype_to_tensor_dtype(np.dtype(t.dtype)), dims=list(t.shape))
+    if external:
+        header.data_location = TensorProto.EXTERNAL
+        for k, v in (("location", external[0]), ("offset", str(external[1])), ("length", str(t.nbytes))):
+            header.external_data.add(key=k, value=v)
+    return header
+
+
 def referencing(model: onnx.ModelProto, tensors: list[LazyTensor], folder: Path) -> onnx.ModelProto:
     """A copy of the (weightless) `model` whose initializers are external data pointing where `tensors` lie on
     disk, within `folder`: a small file that ONNX Runtime loads from that folder, for a variant of a stored model
@@ -179,12 +189,7 @@ def referencing(model: onnx.ModelProto, tensors: list[LazyTensor], folder: Path)
     for t in tensors:
         if t.file is None:
             raise ValueError(f"initializer {t.name} is not stored in a file")
-        header = TensorProto(name=t.name, data_type=helper.np_dtype_to_tensor_dtype(np.dtype(t.dtype)),
-                             dims=list(t.shape), data_location=TensorProto.EXTERNAL)
-        location = t.file.relative_to(folder).as_posix()
-        for k, v in (("location", location), ("offset", str(t.offset)), ("length", str(t.nbytes))):
-            header.external_data.add(key=k, value=v)
-        out.graph.initializer.append(header)
+        out.graph.initializer.append(_header(t, (t.file.relative_to(folder).as_posix(), t.offset)))
     return out
 
 
@@ -216,17 +221,12 @@ def write_model(model: onnx.ModelProto, tensors: list[LazyTensor], path: Path, *
 
     entries, offset = [], 0  # (the tensor's header as a graph field, the tensor)
     for t in tensors:
-        header = TensorProto(name=t.name, data_type=helper.np_dtype_to_tensor_dtype(np.dtype(t.dtype)),
-                             dims=list(t.shape))
         if external:  # offsets are known up front: tensors are laid out one after another
-            header.data_location = TensorProto.EXTERNAL
-            for k, v in (("location", data_path.name), ("offset", str(offset)), ("length", str(t.nbytes))):
-                header.external_data.add(key=k, value=v)
+            raw = _header(t, (data_path.name, offset)).SerializeToString()
             offset += t.nbytes
-            raw = header.SerializeToString()
             entries.append((field_prefix(5, len(raw)) + raw, t))
         else:
-            raw = header.SerializeToString() + field_prefix(9, t.nbytes)
+            raw = _header(t).SerializeToString() + field_prefix(9, t.nbytes)
             entries.append((field_prefix(5, len(raw) + t.nbytes) + raw, t))
     graph_len = len(graph_bytes) + sum(len(p) + (0 if external else t.nbytes) for p, t in entries)
 

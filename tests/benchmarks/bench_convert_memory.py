@@ -20,10 +20,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import machine  # noqa: E402  (tests/benchmarks/machine.py: CPU model and ISA flags)
+from bench_int8 import run_child  # wall time and peak RSS of one child process
 
 ROOT = Path(__file__).resolve().parents[2]
 SHAPES = {
@@ -38,19 +38,6 @@ sys.path.insert(0, {tests!r})
 from tinymodels import make_tiny_model
 make_tiny_model(sys.argv[1], {shape})
 """
-
-
-def run(cmd: list[str], env: dict) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS in bytes and stderr of one child process."""
-    start = time.perf_counter()
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        err.seek(0)
-        text = err.read().decode(errors="replace")
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{text[-3000:]}")
-    return time.perf_counter() - start, usage.ru_maxrss * 1024, text
 
 
 def main() -> None:
@@ -71,7 +58,9 @@ def main() -> None:
         store = work / f"store-{name}"
         shutil.rmtree(store, ignore_errors=True)
         env = dict(os.environ, POCKET_NLP_HOME=str(store))
-        wall, peak, _ = run([sys.executable, "-m", "app", "convert", str(folder), "-q", "--no-reuse", *flags], env)
+        wall, peak_mib, _ = run_child([sys.executable, "-m", "app", "convert", str(folder), "-q", "--no-reuse", *flags],
+                                      env=env)
+        peak = peak_mib * 2**20
         manifest = json.loads(next(store.rglob("manifest.json")).read_text())
         files = manifest["files"]
         fp32, int8 = files["fp32_bytes"], files.get("int8_bytes") or 0

@@ -109,20 +109,25 @@ def candidate_ladder(base: QuantizeConfig = QuantizeConfig(), *,
     exactly (u8×u8 in int32; about 15% slower than int8 there), starting with outlier handling on (98.6% held
     out without it, 99.6% with it), and the last rung has 7-bit int8 weights, which cannot saturate.
     """
-    if saturating is None:
-        saturating = cpu.u8s8_saturates()
+    saturating = cpu.u8s8_saturates() if saturating is None else saturating
     wide = dict(outlier_ratio=2.0, max_outlier_channels=16)
     if saturating:
-        exact = replace(base, weight_type="uint8")
+        exact = for_this_cpu(base, saturating)
         return [exact, replace(exact, **wide), replace(base, **wide, reduce_range=True)]
     plain = replace(base, scale_outliers=False, split_outliers=False)
     return [plain, replace(base, outlier_ratio=6.0), base, replace(base, **wide, reduce_range=True)]
 
 
+def for_this_cpu(base: QuantizeConfig, saturating: bool | None = None) -> QuantizeConfig:
+    """`base` with uint8 weights where u8×s8 products saturate (`saturating`, default cpu.u8s8_saturates())."""
+    saturating = cpu.u8s8_saturates() if saturating is None else saturating
+    return replace(base, weight_type="uint8") if saturating else base
+
+
 def keep_fp32_ladder(order: list[str], base: QuantizeConfig | None = None) -> list[QuantizeConfig]:
     """The last resort, slower rungs: ever more of the most sensitive nodes (`order`) entirely in FP32, on the
-    first rung of `candidate_ladder` (uint8 weights where u8×s8 saturates)."""
-    base = base or candidate_ladder()[0]
+    default settings (uint8 weights where u8×s8 saturates)."""
+    base = base or for_this_cpu(QuantizeConfig())
     ladder = []
     for k in (1, 2, 3, 4, 6, 8, 12, 16, 24):
         if k > max(1, len(order) // 3):

@@ -39,7 +39,7 @@ def quantize_matmuls(model: Model, config: QuantizeConfig, skip: set[str]) -> No
     """
     consumers = model.consumers()
     dtype = np.dtype(np.int8 if config.weight_type == "int8" else np.uint8)
-    folded = set()
+    folded, replaced = set(), {}  # nodes folded into an earlier one; node → what takes its place
     for n in model.nodes:
         if n.op_type != "MatMul" or n.name in skip or n.input[1] not in model.weights:
             continue
@@ -62,7 +62,7 @@ def quantize_matmuls(model: Model, config: QuantizeConfig, skip: set[str]) -> No
         if attention is not None:  # x ─ QKV MatMul ─ Split ─ MultiHeadAttention ─►  becomes one QAttention
             split, mha = attention
             folded |= {id(split), id(mha)}
-            n.CopyFrom(_qattention(n, mha, weight))
+            replaced[id(n)] = _qattention(n, mha, weight)
             continue
         inputs, outputs = [n.input[0], *weight], list(n.output)
         after = consumers.get(n.output[0], [])
@@ -72,17 +72,7 @@ def quantize_matmuls(model: Model, config: QuantizeConfig, skip: set[str]) -> No
             outputs = list(after[0].output)
             folded.add(id(after[0]))
         n.CopyFrom(helper.make_node("DynamicQuantizeMatMul", inputs, outputs, name=n.name, domain="com.microsoft"))
-    nodes = []
-    for n in model.nodes:
-        if id(n) in folded:
-            continue
-        if n.op_type == "QAttention":  # its input quantized once, then the op (which takes it quantized)
-            x = n.input[0]
-            nodes.append(helper.make_node("DynamicQuantizeLinear", [x], [f"{x}/u8", f"{x}/scale", f"{x}/zero"],
-                                          name=n.name + "/DynamicQuantizeLinear"))
-            n.input[0], n.input[3], n.input[6] = f"{x}/u8", f"{x}/scale", f"{x}/zero"
-        nodes.append(n)
-    model.set_nodes(nodes)
+    model.set_nodes([m for n in model.nodes if id(n) not in folded for m in replaced.get(id(n), [n])])
     if not any(o.domain == "com.microsoft" for o in model.proto.opset_import):
         model.proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
 
@@ -106,8 +96,11 @@ def _packed_attention(model: Model, n, consumers: dict) -> tuple | None:
     return split, mha
 
 
-def _qattention(n, mha, weight: list[str]):
-    """QAttention(x, W, bias, x scale, W scale, mask, x zero point, W zero point): x is quantized just before it."""
-    inputs = [n.input[0], weight[0], mha.input[3], "", weight[1], mha.input[4], "", weight[2]]
-    return helper.make_node("QAttention", inputs, list(mha.output), name=n.name, domain="com.microsoft",
-                            num_heads=helper.get_attribute_value(mha.attribute[0]))
+def _qattention(n, mha, weight: list[str]) -> list:
+    """x ─ DynamicQuantizeLinear ─ QAttention(x u8, W, bias, x scale, W scale, mask, x zero point, W zero point) ─►"""
+    x = n.input[0]
+    q, scale, zero = f"{x}/u8", f"{x}/scale", f"{x}/zero"
+    inputs = [q, weight[0], mha.input[3], scale, weight[1], mha.input[4], zero, weight[2]]
+    return [helper.make_node("DynamicQuantizeLinear", [x], [q, scale, zero], name=n.name + "/DynamicQuantizeLinear"),
+            helper.make_node("QAttention", inputs, list(mha.output), name=n.name, domain="com.microsoft",
+                             num_heads=helper.get_attribute_value(mha.attribute[0]))]
