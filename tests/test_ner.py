@@ -150,6 +150,15 @@ def test_guard_agreement():
     assert same == [True, False, True]
     assert cos[0] == pytest.approx(1.0) and cos[1] < 0.99
 
+    unsure = ref.copy()  # FP32 itself torn between B-LOC and O: INT8 picking O is a near-tie
+    unsure[0, 3] = 0
+    unsure[0, 3, [LABELS.index("B-LOC"), LABELS.index("O")]] = [5.0, 4.99]
+    tipped = unsure.copy()
+    tipped[0, 3, LABELS.index("O")] = 5.01
+    args = [{"logits": unsure}, {"logits": ref}], [{"logits": tipped}, {"logits": flipped}], [feeds] * 2, LABELS
+    assert ner.guard_agreement(*args)[0] == [False, False]
+    assert ner.guard_agreement(*args, tolerance=0.05)[0] == [True, False]  # a confident flip still counts
+
 
 # --- data and metrics ----------------------------------------------------------------------------------------
 

@@ -346,6 +346,21 @@ def test_real_sst2_guard_keeps_99_5_percent_agreement(tmp_path):
     assert entry.manifest["files"]["int8_bytes"] <= 0.27 * entry.manifest["files"]["fp32_bytes"]
 
 
+def test_real_conll_guard_quantizes_and_keeps_entities(tmp_path):
+    """minilm-conll gets INT8 on every CPU (FP32's near-ties, which any setting tips, do not veto it), and on
+    600 CoNLL-2003 sentences its entities are those of FP32 in >= 98% of sentences, F1 within 0.3 points."""
+    from app.core.tasks import ner
+    from app.core.tasks.runner import Runner
+
+    entry = _convert(shared_model("minilm-conll"), tmp_path)
+    assert entry.int8_dir is not None, entry.summary()
+    fp32, int8 = Runner.load(entry.fp32_dir, threads=2), Runner.load(entry.int8_dir, threads=2)
+    data = ner.load_conll(shared_data("conll2003_valid.txt"), labels=fp32.spec.labels)
+    result = ner.evaluate_ner(fp32, int8, data, limit=600)
+    assert result.agreement >= 0.98, result.disagreements[:3]
+    assert result.fp32.metrics["f1"] - result.int8.metrics["f1"] <= 0.3
+
+
 def test_the_guard_measures_entities_and_embeddings_their_own_way(tiny_models, tmp_path):
     """NER: identical entity spans; embeddings: the same nearest neighbour over the whole calibration set."""
     ner = _convert(tiny_models("bert", "token-classification"), tmp_path / "ner", force=QuantizeConfig())

@@ -73,6 +73,7 @@ def main() -> None:
     from app.core.calibration import build_calibration
     from app.core.store import ConvertConfig, convert
     from app.core.tasks import embeddings as E
+    from app.core.tasks.base import cosine
     from app.core.tasks.runner import Runner
 
     folder = fetch_minilm()
@@ -97,7 +98,7 @@ def main() -> None:
     texts = list(data.queries.values())[:100] + list(data.corpus.values())[:100]
     ours, _ = E.embed(fp32, texts)
     ref = reference(folder, texts)
-    ref_cos = float(E._cosine_rows(ours, ref).min())
+    ref_cos = float(cosine(ours, ref).min())
     print(f"FP32 vs reference ({'sentence-transformers' if _have_st() else 'transformers + mean + L2'}), "
           f"{len(texts)} texts: min cosine {ref_cos:.6f}")
 

@@ -283,11 +283,15 @@ def token_spans(label_ids: np.ndarray, labels: tuple[str, ...], mask: np.ndarray
     return frozenset(s for s in spans if s[2] != "O")
 
 
-def guard_agreement(reference: list[dict], outputs: list[dict], feeds: list[dict],
-                    labels: tuple[str, ...]) -> tuple[list[bool], list[float]]:
+def guard_agreement(reference: list[dict], outputs: list[dict], feeds: list[dict], labels: tuple[str, ...], *,
+                    tolerance: float = 0.0) -> tuple[list[bool], list[float]]:
     """Per example row: are the FP32 and INT8 entity sets identical, and the mean per-token cosine of their
     softmax scores over real tokens. The first and last real tokens (CLS/<s> and SEP/</s> in every family)
-    are no part of any entity."""
+    are no part of any entity.
+
+    With `tolerance`, entities that differ still count as the same when at every token whose label changed,
+    FP32 itself gives INT8's label a probability within `tolerance` of its own best (a near-tie: FP32 was as
+    unsure, e.g. 0.342 I-MISC against 0.334 I-ORG)."""
     same, cos = [], []
     for ref, out, feed in zip(reference, outputs, feeds):
         masks = np.asarray(feed["attention_mask"]).astype(bool)  # (rows, seq)
@@ -296,7 +300,13 @@ def guard_agreement(reference: list[dict], outputs: list[dict], feeds: list[dict
             inner = mask.copy()
             real = np.flatnonzero(mask)
             inner[real[[0, -1]] if len(real) else []] = False
-            same.append(token_spans(a.argmax(-1), labels, inner) == token_spans(b.argmax(-1), labels, inner))
+            fp32_ids, int8_ids = a.argmax(-1), b.argmax(-1)  # (seq,)
+            agree = token_spans(fp32_ids, labels, inner) == token_spans(int8_ids, labels, inner)
+            if not agree and tolerance:
+                changed = np.flatnonzero(inner & (fp32_ids != int8_ids))
+                p = softmax(a[changed])  # (changed, labels)
+                agree = bool((p.max(-1) - p[np.arange(len(changed)), int8_ids[changed]] <= tolerance).all())
+            same.append(agree)
             per_token = cosine(softmax(a[mask]), softmax(b[mask]))  # (tokens,)
             cos.append(float(per_token.mean()) if len(per_token) else 1.0)
     return same, cos
@@ -575,7 +585,8 @@ class TokenClassificationTask(Task):
         return [" ".join(s.words) for s in data.sentences], f"{Path(path).name}, {len(data.sentences)} sentences"
 
     def agreement(self, spec, reference, outputs, feeds):
-        return guard_agreement(reference, outputs, feeds, spec.labels)
+        # A changed label that FP32 scores within 0.05 of its own best is a near-tie, not a changed answer.
+        return guard_agreement(reference, outputs, feeds, spec.labels, tolerance=0.05)
 
     def check(self, request: PredictRequest) -> None:
         if not request.texts:
