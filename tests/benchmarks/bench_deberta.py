@@ -1,5 +1,5 @@
 """DeBERTa-v3-base shape, random weights: what `convert` keeps in FP32, the INT8 file against FP32, and INT8 latency
-against our fused FP32 at batch 1 x 128 tokens (one process, the two sessions interleaved, spinning off).
+against our fused FP32 at batch 1 x 128 tokens (one process, the two sessions interleaved, the app's session options).
 
     flock /tmp/pocket-bench.lock .venv/bin/python tests/benchmarks/bench_deberta.py [--rounds 5 --runs 10]
 

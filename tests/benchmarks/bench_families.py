@@ -15,7 +15,7 @@ default, which makes deep random networks chaotic: any rounding grows layer by l
 - which graph paths INT8 left untouched: rotary cos/sin, the window mask, MPNet's relative position bias;
 - for MPNet, the INT8 model with its relative-position-bias table restored to FP32, to measure what the
   guard's per-row int8 embedding rule costs on that table;
-- latency: one ONNX Runtime session per model (thread spinning off), interleaved rounds, medians.
+- latency: one ONNX Runtime session per model (the app's thread options), interleaved rounds, medians.
 
 Run it under the shared lock (2 shared cores):
 
@@ -62,7 +62,8 @@ def session(path, threads: int):
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1")  # as the app: spin during a run
+    options.add_session_config_entry("session.force_spinning_stop", "1")  # and sleep once it ends
     return ort.InferenceSession(str(path) if isinstance(path, Path) else path, options,
                                 providers=["CPUExecutionProvider"])
 

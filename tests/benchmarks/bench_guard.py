@@ -14,8 +14,8 @@ when they are absent), all measured in ONE run:
   dynamic INT8 takes one activation range per batch, so batching would change INT8's answers), and latency
   at batch 1 × sequence 128.
 
-Latency uses bench_int8.py's method: one long-lived process per model (ONNX Runtime sessions with
-`session.intra_op.allow_spinning = 0`, so idle engines steal no cores), blocks interleaved round by round
+Latency uses bench_int8.py's method: one long-lived process per model (ONNX Runtime sessions as the
+app's: threads spin during a run and stop when it ends, so idle engines steal no cores), blocks interleaved round by round
 (2 warm-up runs, then `--runs` timed runs; the order rotates each round), median and p95. The machine is a
 shared 2-core one: compare ratios within one run. Usage:
 
@@ -102,7 +102,8 @@ def predictions(model: Path, feeds: list[dict], threads: int):
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1")  # as the app: spin during a run
+    so.add_session_config_entry("session.force_spinning_stop", "1")  # and sleep once it ends
     so.log_severity_level = 3
     session = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
     names = {i.name for i in session.get_inputs()}

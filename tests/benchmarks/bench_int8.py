@@ -35,8 +35,9 @@ How latency is measured, and why:
   intra-op threads spin after each run and PyTorch's OpenMP threads spin after each parallel region;
   engines sharing one process (or two engines of one library) steal the 2 cores from each other through
   those spinning threads — a MiniLM FP32 looked 46 ms instead of 18 ms that way. Separate processes also
-  keep each engine's allocator and thread pools of its own. ORT sessions are created with
-  `session.intra_op.allow_spinning = 0` so an idle engine never burns a core, and the parent waits
+  keep each engine's allocator and thread pools of its own. ORT sessions are created as the app's:
+  their threads spin during a run and stop when it ends (`session.force_spinning_stop`), so an idle engine
+  never burns a core, and the parent waits
   `--gap` seconds between blocks so PyTorch's OpenMP spin-wait (short by default) has ended.
 - Interleaved in blocks: each round gives every engine one block per shape (warm-up runs, then the timed
   runs: `--runs` up to 128 tokens a call, fewer for bigger shapes, at least 3); the engine order rotates from
@@ -213,7 +214,8 @@ def ort_options():
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1")  # as the app: spin during a run
+    so.add_session_config_entry("session.force_spinning_stop", "1")  # and sleep once it ends
     so.log_severity_level = 3
     return so
 
@@ -311,7 +313,8 @@ def rss():
         return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024
 so = ort.SessionOptions()
 so.intra_op_num_threads = int(sys.argv[2])
-so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+so.add_session_config_entry("session.intra_op.allow_spinning", "1")  # as the app: spin during a run
+so.add_session_config_entry("session.force_spinning_stop", "1")  # and sleep once it ends
 so.log_severity_level = 3
 before = rss()
 session = ort.InferenceSession(sys.argv[1], so, providers=["CPUExecutionProvider"])
