@@ -10,12 +10,10 @@ Needs the test extra (torch==2.13.0, transformers). Usage:
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 MAKE_CHECKPOINT = f"""
@@ -45,17 +43,7 @@ torch.onnx.export(Wrapper(model), (ids, ids, torch.zeros_like(ids)), out, dynamo
 """
 
 import machine  # noqa: E402  (tests/benchmarks/machine.py: CPU model and ISA flags)
-
-
-def run(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one child process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if status != 0:
-        raise SystemExit(f"{cmd[:4]} failed:\n{proc.stderr.read().decode()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
+from bench_int8 import run_child  # noqa: E402  (wall time and peak RSS of one child process)
 
 
 def main() -> None:
@@ -64,7 +52,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     print(f"CPU: {machine.describe()}")
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-export-"))
+    work = (args.workdir or Path(tempfile.mkdtemp(prefix="bench-export-"))).resolve()
     folder = work / "bert-base"
     if not (folder / "model.safetensors").is_file():
         # In a child process: Linux counts the parent's RSS at fork in a child's ru_maxrss, so the
@@ -75,8 +63,8 @@ def main() -> None:
     torch_cmd = [sys.executable, "-c", TORCH_EXPORT, str(folder), str(work / "torch.onnx")]
     results = {"ours": [], "torch": []}
     for _ in range(args.runs):  # interleaved, so both see the same machine state
-        results["ours"].append(run(ours_cmd))
-        results["torch"].append(run(torch_cmd))
+        results["ours"].append(run_child(ours_cmd)[:2])
+        results["torch"].append(run_child(torch_cmd)[:2])
     print(f"BERT-base-sized checkpoint: {size_mb:.0f} MB safetensors; {args.runs} runs each, interleaved")
     print(f"{'':>24} {'wall s (median)':>16} {'peak RSS MB (max)':>18}")
     summary = {}
