@@ -30,9 +30,9 @@ class NodePrecision:
 
 
 def node_precisions(int8_onnx: Path, quantization: dict) -> list[NodePrecision]:
-    import onnx
+    from app.core.onnxfile import read_model
 
-    model = onnx.load(str(int8_onnx), load_external_data=False)
+    model, _ = read_model(Path(int8_onnx))  # the graph; weights stay on disk
     kept = set(((quantization.get("chosen") or {}).get("config") or {}).get("keep_fp32") or ())
     rows = []
     for n in model.graph.node:
