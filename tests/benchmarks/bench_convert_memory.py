@@ -17,27 +17,19 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import machine  # noqa: E402  (tests/benchmarks/machine.py: CPU model and ISA flags)
-from bench_int8 import run_child  # wall time and peak RSS of one child process
+from bench_int8 import BERT_BASE, make_checkpoint, run_child  # noqa: E402  (checkpoints, child processes)
 
 ROOT = Path(__file__).resolve().parents[2]
 SHAPES = {
-    "bert-base": ('"bert", "sequence-classification", hidden=768, layers=12, heads=12, intermediate=3072, '
-                  'max_positions=512, vocab_size=30522', []),
+    "bert-base": (BERT_BASE, []),
     "xlmr-large": ('"xlm-roberta", "sequence-classification", hidden=1024, layers=24, heads=16, intermediate=4096, '
                    'max_positions=514, vocab_size=250002', ["--force-int8"]),
 }
-MAKE_CHECKPOINT = """
-import sys
-sys.path.insert(0, {tests!r})
-from tinymodels import make_tiny_model
-make_tiny_model(sys.argv[1], {shape})
-"""
 
 
 def main() -> None:
@@ -52,9 +44,7 @@ def main() -> None:
     for name in args.only.split(","):
         shape, flags = SHAPES[name]
         folder = work / name
-        if not (folder / "model.safetensors").is_file():
-            code = MAKE_CHECKPOINT.format(tests=str(ROOT / "tests"), shape=shape)
-            subprocess.run([sys.executable, "-c", code, str(folder)], check=True, stderr=subprocess.DEVNULL)
+        make_checkpoint(folder, shape)
         store = work / f"store-{name}"
         shutil.rmtree(store, ignore_errors=True)
         env = dict(os.environ, POCKET_NLP_HOME=str(store))

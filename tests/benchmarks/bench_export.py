@@ -11,18 +11,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
-
-MAKE_CHECKPOINT = f"""
-import sys
-sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-from tinymodels import make_tiny_model
-make_tiny_model(sys.argv[1], "bert", "sequence-classification", hidden=768, layers=12, heads=12,
-                intermediate=3072, max_positions=512, vocab_size=30522)
-"""
 
 TORCH_EXPORT = """
 import sys, torch, transformers
@@ -43,7 +34,7 @@ torch.onnx.export(Wrapper(model), (ids, ids, torch.zeros_like(ids)), out, dynamo
 """
 
 import machine  # noqa: E402  (tests/benchmarks/machine.py: CPU model and ISA flags)
-from bench_int8 import run_child  # noqa: E402  (wall time and peak RSS of one child process)
+from bench_int8 import make_checkpoint, run_child  # noqa: E402  (checkpoint; wall time, peak RSS of a child)
 
 
 def main() -> None:
@@ -54,10 +45,7 @@ def main() -> None:
     print(f"CPU: {machine.describe()}")
     work = (args.workdir or Path(tempfile.mkdtemp(prefix="bench-export-"))).resolve()
     folder = work / "bert-base"
-    if not (folder / "model.safetensors").is_file():
-        # In a child process: Linux counts the parent's RSS at fork in a child's ru_maxrss, so the
-        # parent must stay small for the figures to be clean.
-        subprocess.run([sys.executable, "-c", MAKE_CHECKPOINT, str(folder)], check=True, stderr=subprocess.DEVNULL)
+    make_checkpoint(folder)
     size_mb = (folder / "model.safetensors").stat().st_size / 1e6
     ours_cmd = [sys.executable, "-m", "app", "export", str(folder), "--out", str(work / "ours"), "-q"]
     torch_cmd = [sys.executable, "-c", TORCH_EXPORT, str(folder), str(work / "torch.onnx")]

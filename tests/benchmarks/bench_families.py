@@ -60,11 +60,9 @@ def build(family: str, folder: Path, noise: float) -> Path:
 def session(path, threads: int):
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1")  # as the app: spin during a run
-    options.add_session_config_entry("session.force_spinning_stop", "1")  # and sleep once it ends
-    return ort.InferenceSession(str(path) if isinstance(path, Path) else path, options,
+    from app.core.tasks.runner import session_options
+
+    return ort.InferenceSession(str(path) if isinstance(path, Path) else path, session_options(threads),
                                 providers=["CPUExecutionProvider"])
 
 

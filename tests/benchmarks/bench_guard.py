@@ -100,12 +100,9 @@ def predictions(model: Path, feeds: list[dict], threads: int):
     import numpy as np
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1")  # as the app: spin during a run
-    so.add_session_config_entry("session.force_spinning_stop", "1")  # and sleep once it ends
-    so.log_severity_level = 3
-    session = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+    from app.core.tasks.runner import session_options
+
+    session = ort.InferenceSession(str(model), session_options(threads), providers=["CPUExecutionProvider"])
     names = {i.name for i in session.get_inputs()}
     logits = np.concatenate([session.run(["logits"], {k: v for k, v in f.items() if k in names})[0] for f in feeds])
     return logits.argmax(-1)  # (examples,)

@@ -82,12 +82,14 @@ LAYERS, HIDDEN, HEADS, FFN = 12, 768, 12, 3072
 GEMMS = ((HIDDEN, 3 * HIDDEN), (HIDDEN, HIDDEN), (HIDDEN, FFN), (FFN, HIDDEN))
 CALIBRATION_SAMPLES = 32
 
-MAKE_CHECKPOINT = f"""
+# make_tiny_model's arguments after the folder, for the checkpoints the benchmarks build
+BERT_BASE = (f'"bert", "sequence-classification", hidden={HIDDEN}, layers={LAYERS}, heads={HEADS}, '
+             f'intermediate={FFN}, max_positions=512, vocab_size=30522')
+MAKE_CHECKPOINT = """
 import sys
-sys.path.insert(0, {str(ROOT / "tests")!r})
+sys.path.insert(0, {tests!r})
 from tinymodels import make_tiny_model
-make_tiny_model(sys.argv[1], "bert", "sequence-classification", hidden={HIDDEN}, layers={LAYERS}, heads={HEADS},
-                intermediate={FFN}, max_positions=512, vocab_size=30522)
+make_tiny_model(sys.argv[1], {shape})
 """
 
 OURS_FORCED_CONVERT = """
@@ -102,11 +104,12 @@ print(json.dumps({"entry": str(entry.path)}))
 # What `python -m app bench` reports about the engine, for our INT8 graph.
 OURS_ENGINE = """
 import json, sys
-import onnxruntime
-from app.core.bench import quantized_kernels
-from app.core.cpu import int8_path
-print(json.dumps({"runtime": f"onnxruntime {onnxruntime.__version__}", "kernels": quantized_kernels(sys.argv[1]),
-                  "mlas": int8_path()}))
+from pathlib import Path
+from app.core.bench import engine_info
+from app.core.tasks.runner import new_session
+engine = engine_info(new_session(sys.argv[1], 1, prepack=False), Path(sys.argv[1]))
+print(json.dumps({"runtime": engine.runtime, "provider": engine.provider, "kernels": engine.kernels_text(),
+                  "mlas": engine.int8_path}))
 """
 
 OPTIMUM_QUANTIZE = """
@@ -311,13 +314,9 @@ import onnxruntime as ort
 def rss():
     with open("/proc/self/status") as f:
         return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024
-so = ort.SessionOptions()
-so.intra_op_num_threads = int(sys.argv[2])
-so.add_session_config_entry("session.intra_op.allow_spinning", "1")  # as the app: spin during a run
-so.add_session_config_entry("session.force_spinning_stop", "1")  # and sleep once it ends
-so.log_severity_level = 3
+from app.core.tasks.runner import session_options
 before = rss()
-session = ort.InferenceSession(sys.argv[1], so, providers=["CPUExecutionProvider"])
+session = ort.InferenceSession(sys.argv[1], session_options(int(sys.argv[2])), providers=["CPUExecutionProvider"])
 loaded = rss()
 ids = np.full((1, int(sys.argv[3])), 1000, np.int64)
 arrays = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
@@ -339,6 +338,14 @@ def run_child(cmd: list[str], *, env: dict | None = None) -> tuple[float, float,
         if status != 0:
             raise SystemExit(f"{' '.join(map(str, cmd[:6]))} failed:\n{err.read().decode(errors='replace')[-3000:]}")
         return wall, usage.ru_maxrss / 1024, out.read().decode()
+
+
+def make_checkpoint(folder: Path, shape: str = BERT_BASE) -> None:
+    """A random-weight checkpoint of `shape` in `folder`, unless one is there. Built in a child process: the
+    parent stays small, and Linux counts the parent's RSS at fork in a child's ru_maxrss."""
+    if not (folder / "model.safetensors").is_file():
+        code = MAKE_CHECKPOINT.format(tests=str(ROOT / "tests"), shape=shape)
+        subprocess.run([sys.executable, "-c", code, str(folder)], check=True, stderr=subprocess.DEVNULL)
 
 
 def last_json(out: str) -> dict:
@@ -467,8 +474,7 @@ def main() -> None:
         return not any(w in label.lower() for w in skip)
 
     folder = work / "bert-base"
-    if not (folder / "model.safetensors").is_file():
-        subprocess.run([sys.executable, "-c", MAKE_CHECKPOINT, str(folder)], check=True, stderr=subprocess.DEVNULL)
+    make_checkpoint(folder)
 
     opt_python, opt_cli = args.optimum_venv / "bin" / "python", args.optimum_venv / "bin" / "optimum-cli"
     have_optimum = opt_python.is_file() and opt_cli.is_file() and wanted("Optimum")
@@ -639,9 +645,8 @@ def main() -> None:
     print(f"BERT-base shape (random weights), {args.threads} threads, {os.cpu_count()} CPUs; {args.rounds} "
           f"interleaved rounds, timed runs per block: {head_runs}; one process per engine")
     print(f"our INT8 settings: {guard_choice}")
-    print(f"our INT8 engine: {ours_engine['runtime']}, CPUExecutionProvider; kernels: "
-          + (", ".join(f"{n} {op}" for op, n in ours_engine["kernels"].items()) or "none")
-          + f"; MLAS INT8 path on this CPU: {ours_engine['mlas']}")
+    print(f"our INT8 engine: {ours_engine['runtime']}, {ours_engine['provider']}; kernels: {ours_engine['kernels']}; "
+          f"MLAS INT8 path on this CPU: {ours_engine['mlas']}")
     for label, e in engines.items():
         extra = [e.info.get("engine", "?")]
         if e.info.get("precision"):

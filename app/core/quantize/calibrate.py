@@ -75,8 +75,9 @@ def collect(model_file: Path, calibration: Calibration, *, model: Model | None =
     finally:
         probe_file.unlink(missing_ok=True)  # the session has read it
     feeds = calibration.feeds
-    groups = _batches(feeds, max_tokens=_token_budget(model, probes, 0.25))
-    sample_tokens = min(sample_tokens, _token_budget(model, probes, 0.25))
+    budget = _token_budget(model, probes, 0.25)
+    groups = _batches(feeds, max_tokens=budget)
+    sample_tokens = min(sample_tokens, budget)
     samples: dict[str, list[np.ndarray]] = {p: [] for p in probes}
     peaks: dict[str, np.ndarray] = {}
     per_example: set[str] = set()
