@@ -38,7 +38,7 @@ def node_precisions(int8_onnx: Path, quantization: dict) -> list[NodePrecision]:
     for n in model.graph.node:
         if n.op_type in INT8_OPS:
             rows.append(NodePrecision(n.name, n.op_type, "INT8", INT8_OPS[n.op_type]))
-        elif n.op_type == "Gather" and n.name.endswith("/Gather_q"):
+        elif n.op_type in ("Gather", "GatherBlockQuantized") and n.name.endswith("/Gather_q"):
             rows.append(NodePrecision(n.name, n.op_type, "INT8", "embedding table stored in 8 bits, one scale per row"))
         elif n.op_type == "MatMul":
             if n.name in kept:
