@@ -572,11 +572,12 @@ class TokenClassificationTask(Task):
         builder.g.output(logits, "logits", [BATCH, SEQ, labels])
 
     def calibration_examples(self, path: Path | None) -> tuple[list, str]:
-        from app.core.calibration import QA_EXAMPLES, SENTENCES
+        from app.core.calibration import NEWS, QA_EXAMPLES, SENTENCES
         from app.core.eval import read_lines
 
-        if path is None:  # everyday sentences and encyclopedic ones, full of people, places and organisations
-            texts = list(SENTENCES) + [s.strip() + "." for context, _ in QA_EXAMPLES for s in context.split(". ") if s]
+        if path is None:  # everyday, encyclopedic and news sentences, full of people, places and organisations
+            texts = [*SENTENCES, *(s.strip() + "." for context, _ in QA_EXAMPLES for s in context.split(". ") if s),
+                     *NEWS]
             return texts, f"built-in, {len(texts)} sentences"
         if Path(path).suffix == ".txt":
             texts = read_lines(path)
