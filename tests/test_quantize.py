@@ -10,13 +10,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from app.core.calibration import build_calibration
 from app.core.errors import CancelledError, ExportError, StoreError
 from app.core.quantize import (Calibration, GuardTarget, Model, QuantizeConfig, collect, compare, outlier_channels,
                                rewrite, validate)
+from app.core.quantize.rewrite import _per_row_int8
 from app.core.spec import load_spec
 from app.core.store import ConvertConfig, convert, delete_entry, find_entry, list_entries, store_root
+from app.core.tasks.runner import new_session
 from conftest import shared_data, shared_model
 
 
@@ -182,6 +185,22 @@ def test_outlier_scaling_split_and_row_embeddings_are_exact_before_quantization(
     rewrite(model, QuantizeConfig(split_outliers=False), cal)  # int8 embedding rows, one scale per row
     model.save(tmp_path / "embeddings.onnx")
     assert validate(tmp_path / "embeddings.onnx", cal, spec=spec).cosine > 0.999
+    # Each table is read by one GatherBlockQuantized whose block is the whole row: the per-row int8 numbers.
+    tables = [n for n in model.nodes if n.op_type == "GatherBlockQuantized"]
+    assert tables and not [n for n in model.nodes if n.op_type == "Cast" and "/int8/" in n.name]
+    name = tables[0].input[0].removesuffix(".uint8")
+    table = Model.read(entry.fp32_dir / "model.onnx").load(name)
+    q, scale = _per_row_int8(table, 127)
+    ids = np.array([[0, 3, len(table) - 1]], np.int64)
+    graph = helper.make_graph([tables[0]], "g", [helper.make_tensor_value_info(tables[0].input[1], TensorProto.INT64,
+                                                                             [1, 3])],
+                              [helper.make_tensor_value_info(tables[0].output[0], TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(model.load(name + ".uint8"), name + ".uint8"),
+                               numpy_helper.from_array(model.load(name + ".scale"), name + ".scale")])
+    session = new_session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                                  helper.make_opsetid("com.microsoft", 1)])
+                          .SerializeToString())
+    np.testing.assert_array_equal(session.run(None, {tables[0].input[1]: ids})[0], (q * scale)[ids])
 
 
 def test_outlier_channels():
