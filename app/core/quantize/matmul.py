@@ -65,12 +65,11 @@ def quantize_matmuls(model: Model, config: QuantizeConfig, skip: set[str]) -> No
             replaced[id(n)] = _qattention(n, mha, weight)
             continue
         inputs, outputs = [n.input[0], *weight], list(n.output)
-        after = consumers.get(n.output[0], [])
-        if (len(after) == 1 and after[0].op_type == "Add" and after[0].input[1] in model.weights
-                and model.shape(after[0].input[1]) == (columns,)):  # MatMul + Add(bias): one op
-            inputs.append(after[0].input[1])
-            outputs = list(after[0].output)
-            folded.add(id(after[0]))
+        bias = model.bias_add(n, consumers)
+        if bias is not None:  # MatMul + Add(bias): one op
+            inputs.append(bias.input[1])
+            outputs = list(bias.output)
+            folded.add(id(bias))
         n.CopyFrom(helper.make_node("DynamicQuantizeMatMul", inputs, outputs, name=n.name, domain="com.microsoft"))
     model.set_nodes([m for n in model.nodes if id(n) not in folded for m in replaced.get(id(n), [n])])
     if not any(o.domain == "com.microsoft" for o in model.proto.opset_import):

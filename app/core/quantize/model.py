@@ -71,6 +71,14 @@ class Model:
         """MatMul nodes whose weight is an initializer: the ones quantization touches."""
         return [n for n in self.nodes if n.op_type == "MatMul" and n.input[1] in self.weights]
 
+    def bias_add(self, matmul, consumers: dict[str, list]):
+        """The Add of a bias (one value per output column) that alone reads a weighted MatMul's output, else None."""
+        after = consumers.get(matmul.output[0], [])
+        if (len(after) == 1 and after[0].op_type == "Add" and after[0].input[1] in self.weights
+                and self.shape(after[0].input[1]) == (self.shape(matmul.input[1])[1],)):
+            return after[0]
+        return None
+
     def consumers(self) -> dict[str, list]:
         """Tensor name → the nodes that read it."""
         consumers: dict[str, list] = {}

@@ -121,7 +121,7 @@ def rewrite(model: Model, config: QuantizeConfig, calibration: Calibration,
                 rest, part, out = p + "/rest", n.output[0] + "/int8_part", n.output[0]
                 nodes += [helper.make_node("Mul", [n.input[0], p + "/keep"], [rest], name=p + "/Mul"),
                           helper.make_node("MatMul", [rest, n.input[1]], [part], name=n.name)]
-                bias = _bias_add(model, consumers.get(n.output[0], []))
+                bias = model.bias_add(n, consumers)
                 if bias is not None:
                     folded.add(id(bias))
                     nodes.append(helper.make_node("Add", [part, bias.input[1]], [part + "/bias"], name=bias.name))
@@ -177,14 +177,6 @@ def rewrite(model: Model, config: QuantizeConfig, calibration: Calibration,
         nodes.append(n)
     model.set_nodes(nodes)
     return side_nodes, treated
-
-
-def _bias_add(model: Model, after: list):
-    """The Add of a bias initializer when it is the only reader of a MatMul's output, else None."""
-    if len(after) == 1 and after[0].op_type == "Add" and after[0].input[1] in model.weights \
-            and len(model.shape(after[0].input[1])) == 1:
-        return after[0]
-    return None
 
 
 def _add_uint8_table(model: Model, name: str) -> None:
