@@ -7,7 +7,7 @@ Each rewrite changes the node list and replaces weights by lazy transformed view
 from __future__ import annotations
 
 import numpy as np
-from onnx import NodeProto, helper
+from onnx import helper
 
 from app.core.onnxfile import LazyTensor
 from app.core.quantize.calibrate import Calibration
@@ -92,51 +92,19 @@ def rewrite(model: Model, config: QuantizeConfig, calibration: Calibration,
     head_tables = {n.input[0] for n in model.nodes if n.op_type == "Transpose" and n.input[0] in model.weights}
     exact = config.weight_type == "uint8" or config.reduce_range
     consumers = model.consumers()
-    folded: set[int] = set()  # bias Adds moved before a side path's Add
-    sums: dict[int, NodeProto] = {}  # residual Add → the Sum that also adds a side path's output
+    later: dict[int, list] = {}  # a node further on → what takes its place (a folded bias Add: nothing)
     for n in model.nodes:
-        if id(n) in folded:
-            continue
-        if id(n) in sums:
-            nodes.append(sums[id(n)])
+        if id(n) in later:
+            nodes += later.pop(id(n))
             continue
         if (config.split_outliers and n.op_type == "MatMul" and n.input[1] in model.weights
                 and n.input[0] in calibration.peaks and n.name not in skip and n.name not in treated):
             channels = outlier_channels(calibration.peaks[n.input[0]], config.outlier_ratio,
                                         config.max_outlier_channels)
             if channels:
-                #  x ─ Mul(keep mask) ─ MatMul(W, rest rows; INT8) ─ [Add(bias)] ──┐
-                #  x ─ Gather(outlier channels) ─ MatMul(W outlier rows; FP32) ───────┴─ Add ─► [Add(residual)]
-                # The bias Add that followed the MatMul comes first, where the INT8 op takes it in, and a residual
-                # Add that follows becomes one Sum with the side path's Add: two ops less per MatMul (an Add is
-                # ~8 µs of a 1.5 ms MiniLM call at 16 tokens).
-                w_out = model.load(n.input[1])[channels].astype(np.float32)  # (outliers, out)
-                model.transform(n.input[1], lambda w, rows=channels: _without_rows(w, rows))
-                keep = np.ones(model.shape(n.input[1])[0], np.float32)
-                keep[channels] = 0
-                p = n.name.rsplit("/", 1)[0] + "/outliers"
-                model.add(keep, p + "/keep")
-                model.add(np.array(channels, np.int64), p + "/index")
-                model.add(w_out, p + "/weight")
-                rest, part, out = p + "/rest", n.output[0] + "/int8_part", n.output[0]
-                nodes += [helper.make_node("Mul", [n.input[0], p + "/keep"], [rest], name=p + "/Mul"),
-                          helper.make_node("MatMul", [rest, n.input[1]], [part], name=n.name)]
-                bias = model.bias_add(n, consumers)
-                if bias is not None:
-                    folded.add(id(bias))
-                    nodes.append(helper.make_node("Add", [part, bias.input[1]], [part + "/bias"], name=bias.name))
-                    part, out = part + "/bias", bias.output[0]
-                nodes += [helper.make_node("Gather", [n.input[0], p + "/index"], [p + "/x"], name=p + "/Gather", axis=-1),
-                          helper.make_node("MatMul", [p + "/x", p + "/weight"], [p + "/y"], name=p + "/MatMul")]
-                after = consumers.get(out, [])
-                if len(after) == 1 and after[0].op_type == "Add" and list(after[0].input).count(out) == 1:
-                    residual = after[0]
-                    other = next(i for i in residual.input if i != out)
-                    sums[id(residual)] = helper.make_node("Sum", [part, p + "/y", other], list(residual.output),
-                                                          name=residual.name)
-                else:
-                    nodes.append(helper.make_node("Add", [part, p + "/y"], [out], name=p + "/Add"))
-                side_nodes.append(p + "/MatMul")
+                split, side = _split_outliers(model, n, channels, consumers, later)
+                nodes += split
+                side_nodes.append(side)
                 treated[n.name] = len(channels)
                 continue
         if (config.quantize_embeddings and n.op_type == "Gather" and n.input[0] in model.weights
@@ -148,23 +116,22 @@ def rewrite(model: Model, config: QuantizeConfig, calibration: Calibration,
             # where those four cost MiniLM 1.5% of a 16-token call:
             #  ids ─ GatherBlockQuantized(uint8 table, row scales) ─►
             name, p = n.input[0], n.name.rsplit("/", 1)[0] + "/int8"
-            if name not in quantized_tables:
-                if name in head_tables:
-                    _add_int8_table(model, name, 63 if exact else 127)
-                else:
-                    _add_uint8_table(model, name)
-                quantized_tables.add(name)
             if name in head_tables:
+                if name not in quantized_tables:
+                    _add_table(model, name, 63 if exact else 127, np.int8)
                 nodes += [helper.make_node("Gather", [name + ".int8", n.input[1]], [p + "/q"], name=p + "/Gather_q"),
                           helper.make_node("Cast", [p + "/q"], [p + "/qf"], name=p + "/Cast", to=1),
-                          helper.make_node("Gather", [name + ".scale", n.input[1]], [p + "/s"], name=p + "/Gather_scale"),
+                          helper.make_node("Gather", [name + ".scale", n.input[1]], [p + "/s"],
+                                           name=p + "/Gather_scale"),
                           helper.make_node("Mul", [p + "/qf", p + "/s"], [n.output[0]], name=p + "/Mul")]
             else:
-                width = model.shape(name)[1]
+                if name not in quantized_tables:
+                    _add_table(model, name, 127, np.uint8)
                 nodes.append(helper.make_node("GatherBlockQuantized", [name + ".uint8", n.input[1], name + ".scale"],
                                               list(n.output), name=p + "/Gather_q", domain="com.microsoft",
                                               gather_axis=0, quantize_axis=1, bits=8,
-                                              block_size=max(16, 1 << (width - 1).bit_length())))
+                                              block_size=max(16, 1 << (model.shape(name)[1] - 1).bit_length())))
+            quantized_tables.add(name)
             continue
         if n.op_type == "Transpose" and n.input[0] in quantized_tables:  # a tied LM head reads the int8 table
             tied_heads[n.output[0]] = n.input[0]
@@ -179,32 +146,62 @@ def rewrite(model: Model, config: QuantizeConfig, calibration: Calibration,
     return side_nodes, treated
 
 
-def _add_uint8_table(model: Model, name: str) -> None:
-    """`name`.uint8 and `name`.scale for GatherBlockQuantized: the per-row int8 table stored around 128 (the op's
-    zero point), computed together from the FP32 table when written."""
+def _split_outliers(model: Model, n, channels: list[int], consumers: dict,
+                    later: dict[int, list]) -> tuple[list, str]:
+    """The nodes that take the place of MatMul `n`, its outlier `channels` split off into FP32, and the name of
+    the FP32 side MatMul (`later` gets what replaces the bias and residual Adds that follow it):
+
+      x ─ Mul(keep mask) ─ MatMul(W, rest rows; INT8) ─ [Add(bias)] ──┐
+      x ─ Gather(outlier channels) ─ MatMul(W outlier rows; FP32) ───────┴─ Add ─► [Add(residual)]
+
+    The bias Add that followed the MatMul comes first, where the INT8 op takes it in, and a residual Add that
+    follows becomes one Sum with the side path's Add: two ops less per MatMul (an Add is ~8 µs of a 1.5 ms
+    MiniLM call at 16 tokens).
+    """
+    w_out = model.load(n.input[1])[channels].astype(np.float32)  # (outliers, out)
+    model.transform(n.input[1], lambda w, rows=channels: _without_rows(w, rows))
+    keep = np.ones(model.shape(n.input[1])[0], np.float32)
+    keep[channels] = 0
+    p = n.name.rsplit("/", 1)[0] + "/outliers"
+    model.add(keep, p + "/keep")
+    model.add(np.array(channels, np.int64), p + "/index")
+    model.add(w_out, p + "/weight")
+    rest, part, out = p + "/rest", n.output[0] + "/int8_part", n.output[0]
+    nodes = [helper.make_node("Mul", [n.input[0], p + "/keep"], [rest], name=p + "/Mul"),
+             helper.make_node("MatMul", [rest, n.input[1]], [part], name=n.name)]
+    bias = model.bias_add(n, consumers)
+    if bias is not None:
+        later[id(bias)] = []
+        nodes.append(helper.make_node("Add", [part, bias.input[1]], [part + "/bias"], name=bias.name))
+        part, out = part + "/bias", bias.output[0]
+    nodes += [helper.make_node("Gather", [n.input[0], p + "/index"], [p + "/x"], name=p + "/Gather", axis=-1),
+              helper.make_node("MatMul", [p + "/x", p + "/weight"], [p + "/y"], name=p + "/MatMul")]
+    after = consumers.get(out, [])
+    if len(after) == 1 and after[0].op_type == "Add" and list(after[0].input).count(out) == 1:
+        residual = after[0]
+        other = next(i for i in residual.input if i != out)
+        later[id(residual)] = [helper.make_node("Sum", [part, p + "/y", other], list(residual.output),
+                                                name=residual.name)]
+    else:
+        nodes.append(helper.make_node("Add", [part, p + "/y"], [out], name=p + "/Add"))
+    return nodes, p + "/MatMul"
+
+
+def _add_table(model: Model, name: str, levels: int, dtype) -> None:
+    """`name`.int8 (or .uint8, stored around 128: GatherBlockQuantized's zero point) and `name`.scale, the per-row
+    symmetric table (|q| <= levels), computed together from the FP32 table when written."""
     source = model.weights[name]
+    dtype = np.dtype(dtype)
+
+    def table():
+        q, scale = _per_row_int8(source.load(), levels)
+        return ((q.astype(np.int16) + 128).astype(np.uint8) if dtype == np.uint8 else q), scale
 
     def part(i: int):
-        return lambda: model.computed(("uint8 table", name), lambda: _uint8(*_per_row_int8(source.load(), 127)))[i]
+        return lambda: model.computed(("table", name), table)[i]
 
-    model.add(LazyTensor(name + ".uint8", source.shape, part(0), np.dtype(np.uint8)))
+    model.add(LazyTensor(f"{name}.{dtype.name}", source.shape, part(0), dtype))
     model.add(LazyTensor(name + ".scale", (source.shape[0], 1), part(1)))
-
-
-def _uint8(q: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return (q.astype(np.int16) + 128).astype(np.uint8), scale
-
-
-def _add_int8_table(model: Model, name: str, levels: int) -> None:
-    """`name`.int8 and `name`.scale, computed together from the FP32 table when written."""
-    source = model.weights[name]
-    rows = source.shape[0]
-
-    def part(i: int):
-        return lambda: model.computed(("table", name), lambda: _per_row_int8(source.load(), levels))[i]
-
-    model.add(LazyTensor(name + ".int8", source.shape, part(0), np.dtype(np.int8)))
-    model.add(LazyTensor(name + ".scale", (rows, 1), part(1)))
 
 
 def _tied_head(model: Model, n, table: str, keep_fp32: bool) -> list:
