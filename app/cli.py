@@ -271,9 +271,10 @@ def _convert_config(args):
     from app.core.quantize import GuardTarget, QuantizeConfig
     from app.core.store import ConvertConfig
 
-    forced = (args.force_int8 or args.weight_type or args.per_tensor or args.reduce_range
+    forced = (args.force_int8 or args.weight_type or args.asymmetric or args.per_tensor or args.reduce_range
               or args.no_outlier_handling or args.keep_fp32)
-    force = QuantizeConfig(weight_type=args.weight_type or "int8", per_channel=not args.per_tensor,
+    force = QuantizeConfig(weight_type=args.weight_type or "int8", symmetric=not args.asymmetric,
+                           per_channel=not args.per_tensor,
                            reduce_range=args.reduce_range, scale_outliers=not args.no_outlier_handling,
                            split_outliers=not args.no_outlier_handling,
                            keep_fp32=tuple(args.keep_fp32 or ())) if forced else None
@@ -502,6 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     expert = p.add_argument_group("forced settings (experts; any of these skips the guard's search)")
     expert.add_argument("--force-int8", action="store_true", help="keep INT8 with the default settings")
     expert.add_argument("--weight-type", choices=["int8", "uint8"])
+    expert.add_argument("--asymmetric", action="store_true",
+                        help="int8 weights with a zero point per column (uint8 weights always have one)")
     expert.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor, not per channel")
     expert.add_argument("--reduce-range", action="store_true", help="7-bit weights (no u8*s8 saturation)")
     expert.add_argument("--no-outlier-handling", action="store_true",

@@ -156,6 +156,30 @@ def test_int8_answers_like_fp32_on_tiny_models(tiny_models, tmp_path):
         assert agreement.cosine > 0.95, (family, head, agreement)
 
 
+def test_asymmetric_int8_weights_put_each_column_on_every_level(tiny_models, tmp_path):
+    """A zero point per column: each column's [min, max] on -128..127, never a coarser step than symmetric, and
+    ONNX Runtime's INT8 ops (QAttention, DynamicQuantizeMatMul) apply it."""
+    from app.core.quantize.matmul import quantized_weight
+
+    w = np.random.default_rng(0).normal(size=(64, 32)).astype(np.float32) + np.linspace(-1, 3, 32, dtype=np.float32)
+    q, scale, zero = quantized_weight(w, QuantizeConfig(symmetric=False))
+    _, symmetric_scale, _ = quantized_weight(w, QuantizeConfig())
+    assert q.dtype == zero.dtype == np.int8 and zero.shape == scale.shape == (32,)
+    assert np.all(np.abs((q.astype(np.float32) - zero) * scale - w) <= scale / 2 + 1e-6)
+    assert np.all(scale <= symmetric_scale + 1e-9) and np.any(zero != 0)
+    assert q.min() == -128 and q.max() == 127
+
+    entry = _convert(tiny_models("bert", "question-answering"), tmp_path, force=QuantizeConfig(symmetric=False))
+    assert "int8 asymmetric weights" in str(entry.manifest)
+    model = onnx.load(str(entry.int8_dir / "model.onnx"))
+    assert {"QAttention", "DynamicQuantizeMatMul"} <= {n.op_type for n in model.graph.node}
+    assert any(t.name.endswith("_zero_point") and numpy_helper.to_array(t).any() for t in model.graph.initializer)
+    spec = load_spec(entry.fp32_dir)
+    cal = build_calibration(entry.fp32_dir, spec)
+    collect(entry.fp32_dir / "model.onnx", cal)
+    assert validate(entry.int8_dir / "model.onnx", cal, spec=spec).cosine > 0.95
+
+
 def test_guard_keeps_fp32_when_no_setting_meets_the_target(tiny_models, tmp_path):
     entry = _convert(tiny_models("bert", "question-answering"), tmp_path,
                      target=GuardTarget(min_agreement=1.0, min_cosine=1.0))
@@ -342,7 +366,8 @@ def test_cpus_whose_u8s8_products_saturate_get_a_ladder_that_cannot():
     assert all(c.weight_type == "uint8" or c.reduce_range for c in saturating)
     assert saturating[0].scale_outliers and saturating[-1].reduce_range
     assert candidate_ladder(saturating=False)[0].weight_type == "int8"  # VNNI, AMX, ARM: the fastest first
-    assert all(c.weight_type == candidate_ladder()[0].weight_type for c in keep_fp32_ladder(list("abcdef")))
+    assert all(c.weight_type == candidate_ladder()[0].weight_type and not c.symmetric
+               for c in keep_fp32_ladder(list("abcdef")))
 
 
 # --- real checkpoint -------------------------------------------------------------------------------------------
@@ -367,7 +392,7 @@ def test_real_sst2_guard_keeps_99_5_percent_agreement(tmp_path):
 
 def test_real_conll_guard_quantizes_and_keeps_entities(tmp_path):
     """minilm-conll gets INT8 on every CPU (FP32's near-ties, which any setting tips, do not veto it), and on
-    600 CoNLL-2003 sentences its entities are those of FP32 in >= 98% of sentences, F1 within 0.3 points."""
+    600 CoNLL-2003 sentences its entities are those of FP32 in >= 99% of sentences, F1 within 0.3 points."""
     from app.core.tasks import ner
     from app.core.tasks.runner import Runner
 
@@ -376,7 +401,7 @@ def test_real_conll_guard_quantizes_and_keeps_entities(tmp_path):
     fp32, int8 = Runner.load(entry.fp32_dir, threads=2), Runner.load(entry.int8_dir, threads=2)
     data = ner.load_conll(shared_data("conll2003_valid.txt"), labels=fp32.spec.labels)
     result = ner.evaluate_ner(fp32, int8, data, limit=600)
-    assert result.agreement >= 0.98, result.disagreements[:3]
+    assert result.agreement >= 0.99, result.disagreements[:3]
     assert result.fp32.metrics["f1"] - result.int8.metrics["f1"] <= 0.3
 
 

@@ -12,6 +12,7 @@ class QuantizeConfig:
 
     weight_type: Literal["int8", "uint8"] = "int8"
     per_channel: bool = True
+    symmetric: bool = True  # int8 weights around 0; else [min, max] per column onto -128..127 (uint8: always)
     reduce_range: bool = False  # 7-bit weights: no u8×s8 saturation on AVX2 without VNNI, less precision
     outlier_ratio: float = 4.0  # a channel is an outlier when its peak |x| exceeds ratio × the median channel's
     # A MatMul input fed by a LayerNorm that has outliers gets every channel above `scale_ratio` × the median
@@ -34,7 +35,8 @@ class QuantizeConfig:
             raise ValueError(f"max_outlier_channels: must be >= 0 (got {self.max_outlier_channels})")
 
     def describe(self) -> str:
-        parts = [f"{self.weight_type} weights", "per-channel" if self.per_channel else "per-tensor"]
+        asymmetric = " asymmetric" if self.weight_type == "int8" and not self.symmetric else ""
+        parts = [f"{self.weight_type}{asymmetric} weights", "per-channel" if self.per_channel else "per-tensor"]
         if self.reduce_range:
             parts.append("reduced range")
         if self.scale_outliers or self.split_outliers:

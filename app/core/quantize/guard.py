@@ -126,8 +126,15 @@ def for_this_cpu(base: QuantizeConfig, saturating: bool | None = None) -> Quanti
 
 def keep_fp32_ladder(order: list[str], base: QuantizeConfig | None = None) -> list[QuantizeConfig]:
     """The last resort, slower rungs: ever more of the most sensitive nodes (`order`) entirely in FP32, on the
-    default settings (uint8 weights where u8×s8 saturates)."""
-    base = base or for_this_cpu(QuantizeConfig())
+    default settings with a zero point per weight column (uint8 weights where u8×s8 saturates, else int8).
+
+    A zero point costs nothing measurable where u8×s8 is exact (VNNI, AMX: the sums are int32) and puts each
+    column's [min, max] on all 255 levels. Only models the symmetric rungs fail get it: minilm-conll's entities
+    on 3,250 CoNLL sentences, one node kept, 98.68% → 99.26% identical; but on models that pass earlier it moved
+    which near-ties flip the other way (minilm-sst2 held out 99.70 → 99.35%, all-MiniLM-L6-v2's top-1 97.71 →
+    97.26%).
+    """
+    base = base or for_this_cpu(QuantizeConfig(symmetric=False))
     ladder = []
     for k in (1, 2, 3, 4, 6, 8, 12, 16, 24):
         if k > max(1, len(order) // 3):

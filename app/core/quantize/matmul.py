@@ -17,15 +17,16 @@ def quantized_weight(w: np.ndarray, config: QuantizeConfig) -> tuple[np.ndarray,
     axis = 0 if config.per_channel else None
     qmax = _LEVELS[config.weight_type, config.reduce_range]
     w = w.astype(np.float32, copy=False)
-    if config.weight_type == "int8":  # symmetric, zero point 0
+    if config.weight_type == "int8" and config.symmetric:  # zero point 0
         scale = np.maximum(np.abs(w).max(axis=axis), 1e-12) / qmax
         zero = np.zeros_like(scale, dtype=np.int8)
         q = np.clip(np.round(w / scale), -qmax, qmax).astype(np.int8)
-    else:  # asymmetric uint8
+    else:  # [min, max] onto all the levels, a zero point per column: uint8 0..qmax, int8 -(qmax + 1)..qmax
+        dtype, bottom = (np.uint8, 0) if config.weight_type == "uint8" else (np.int8, -qmax - 1)
         lo, hi = np.minimum(w.min(axis=axis), 0), np.maximum(w.max(axis=axis), 0)
-        scale = np.maximum(hi - lo, 1e-12) / qmax
-        zero = np.clip(np.round(-lo / scale), 0, qmax).astype(np.uint8)
-        q = np.clip(np.round(w / scale) + zero, 0, qmax).astype(np.uint8)
+        scale = np.maximum(hi - lo, 1e-12) / (qmax - bottom)
+        zero = np.clip(np.round(bottom - lo / scale), bottom, qmax).astype(dtype)
+        q = np.clip(np.round(w / scale) + zero, bottom, qmax).astype(dtype)
     return q, np.asarray(scale, np.float32), np.asarray(zero)
 
 
@@ -53,7 +54,7 @@ def quantize_matmuls(model: Model, config: QuantizeConfig, skip: set[str]) -> No
 
         model.add(LazyTensor(name + "_quantized", source.shape, part(0), dtype))
         model.add(LazyTensor(name + "_scale", scale_shape, part(1)))
-        if config.weight_type == "int8":
+        if config.weight_type == "int8" and config.symmetric:
             model.add(np.zeros(scale_shape, np.int8), name + "_zero_point")
         else:
             model.add(LazyTensor(name + "_zero_point", scale_shape, part(2), dtype))
