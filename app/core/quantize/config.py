@@ -34,8 +34,13 @@ class QuantizeConfig:
         if self.max_outlier_channels < 0:
             raise ValueError(f"max_outlier_channels: must be >= 0 (got {self.max_outlier_channels})")
 
+    @property
+    def zero_points(self) -> bool:
+        """Whether the weights have a zero point per column (or tensor) besides their scale."""
+        return self.weight_type == "uint8" or not self.symmetric
+
     def describe(self) -> str:
-        asymmetric = " asymmetric" if self.weight_type == "int8" and not self.symmetric else ""
+        asymmetric = " asymmetric" if self.weight_type == "int8" and self.zero_points else ""
         parts = [f"{self.weight_type}{asymmetric} weights", "per-channel" if self.per_channel else "per-tensor"]
         if self.reduce_range:
             parts.append("reduced range")

@@ -17,7 +17,7 @@ def quantized_weight(w: np.ndarray, config: QuantizeConfig) -> tuple[np.ndarray,
     axis = 0 if config.per_channel else None
     qmax = _LEVELS[config.weight_type, config.reduce_range]
     w = w.astype(np.float32, copy=False)
-    if config.weight_type == "int8" and config.symmetric:  # zero point 0
+    if not config.zero_points:  # int8 around 0
         scale = np.maximum(np.abs(w).max(axis=axis), 1e-12) / qmax
         zero = np.zeros_like(scale, dtype=np.int8)
         q = np.clip(np.round(w / scale), -qmax, qmax).astype(np.int8)
@@ -54,7 +54,7 @@ def quantize_matmuls(model: Model, config: QuantizeConfig, skip: set[str]) -> No
 
         model.add(LazyTensor(name + "_quantized", source.shape, part(0), dtype))
         model.add(LazyTensor(name + "_scale", scale_shape, part(1)))
-        if config.weight_type == "int8" and config.symmetric:
+        if not config.zero_points:
             model.add(np.zeros(scale_shape, np.int8), name + "_zero_point")
         else:
             model.add(LazyTensor(name + "_zero_point", scale_shape, part(2), dtype))
