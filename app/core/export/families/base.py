@@ -174,21 +174,27 @@ class EncoderFamily:
         return positions, table
 
     def embeddings(self, input_ids: str, token_type_ids: str | None) -> str:
+        #  ... ─ LayerNorm ─►
+        return self.layer_norm(self.summed_embeddings(input_ids, token_type_ids), self.prefix + "embeddings.LayerNorm",
+                               self.spec.embedding_size, "/embeddings/LayerNorm")
+
+    def summed_embeddings(self, input_ids: str, token_type_ids: str | None, *, positions: bool = True) -> str:
         #  input_ids ─ Gather(word) ─┐
-        #  positions ─ Gather(pos) ──┼─ Add ─ LayerNorm ─►
+        #  positions ─ Gather(pos) ──┼─ Add ─►     (`positions`: absolute position embeddings are added)
         #  token_type_ids ─ Gather ──┘
         s, g, p = self.spec, self.g, self.prefix + "embeddings."
         e = s.embedding_size
-        word = g.node("Gather", [self.tensor(p + "word_embeddings.weight", (s.vocab_size, e)), input_ids],
-                      "/embeddings/word_embeddings/Gather")
-        positions, table = self.positions(input_ids)
-        x = g.node("Add", [word, g.node("Gather", [table, positions], "/embeddings/position_embeddings/Gather")],
-                   "/embeddings/Add_positions")
+        x = g.node("Gather", [self.tensor(p + "word_embeddings.weight", (s.vocab_size, e)), input_ids],
+                   "/embeddings/word_embeddings/Gather")
+        if positions:
+            ids, table = self.positions(input_ids)
+            x = g.node("Add", [x, g.node("Gather", [table, ids], "/embeddings/position_embeddings/Gather")],
+                       "/embeddings/Add_positions")
         if token_type_ids is not None:
             types = g.node("Gather", [self.tensor(p + "token_type_embeddings.weight", (s.type_vocab_size, e)),
                                       token_type_ids], "/embeddings/token_type_embeddings/Gather")
             x = g.node("Add", [x, types], "/embeddings/Add_token_types")
-        return self.layer_norm(x, p + "LayerNorm", e, "/embeddings/LayerNorm")
+        return x
 
     def _check_shape(self, key: str, shape: tuple[int, ...]) -> None:
         found = self._find(key)

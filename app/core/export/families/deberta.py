@@ -101,19 +101,9 @@ class DebertaV2(EncoderFamily):
         #  input_ids ─ Gather(word) ─┬─ [Add(Gather(pos))] ─ [Add(Gather(types))] ─ [embed_proj] ─ LayerNorm ─┐
         #  attention_mask ─ Cast ─ Unsqueeze(-1) ──────────────────────────────────────────────── Mul ◄┘─►
         s, g, p = self.spec, self.g, self.prefix + "embeddings."
-        e = s.embedding_size
-        x = g.node("Gather", [self.tensor(p + "word_embeddings.weight", (s.vocab_size, e)), input_ids],
-                   "/embeddings/word_embeddings/Gather")
-        if s.options["position_biased_input"]:
-            positions, table = self.positions(input_ids)
-            x = g.node("Add", [x, g.node("Gather", [table, positions], "/embeddings/position_embeddings/Gather")],
-                       "/embeddings/Add_positions")
-        if token_type_ids is not None:
-            types = g.node("Gather", [self.tensor(p + "token_type_embeddings.weight", (s.type_vocab_size, e)),
-                                      token_type_ids], "/embeddings/token_type_embeddings/Gather")
-            x = g.node("Add", [x, types], "/embeddings/Add_token_types")
-        if e != s.hidden_size:
-            w = self.tensor(p + "embed_proj.weight", (e, s.hidden_size), transpose=True)
+        x = self.summed_embeddings(input_ids, token_type_ids, positions=s.options["position_biased_input"])
+        if s.embedding_size != s.hidden_size:
+            w = self.tensor(p + "embed_proj.weight", (s.embedding_size, s.hidden_size), transpose=True)
             x = g.node("MatMul", [x, w], "/embeddings/embed_proj/MatMul")
         x = self.layer_norm(x, p + "LayerNorm", s.hidden_size, "/embeddings/LayerNorm")
         mask = g.node("Cast", [g.node("Unsqueeze", ["attention_mask", g.const([-1])], "/embeddings/mask/Unsqueeze")],
