@@ -249,10 +249,9 @@ class EncoderFamily:
         ctx = g.node("Transpose", [ctx], f"{path}/attention/context/Transpose", perm=[0, 2, 1, 3])
         return g.node("Reshape", [ctx, g.const([0, 0, h])], f"{path}/attention/context/Reshape")
 
-    def _fused_attention(self, x: str, mask: str, key: str, path: str) -> str:
-        #  x ─ MatMul(Wqkv) ─ Split ─ MultiHeadAttention(+bqkv, mask) ─►
-        s, g, n = self.spec, self.g, self.layer_names
-        h = s.hidden_size
+    def packed_qkv(self, key: str) -> tuple[str, str]:
+        """The layer's Q, K and V Linears as one (hidden, 3 × hidden) weight and one (3 × hidden,) bias."""
+        h, n = self.spec.hidden_size, self.layer_names
         parts = [key + n[p] + ".weight" for p in "qkv"]
         for p in parts:
             self._check_shape(p, (h, h))
@@ -260,6 +259,12 @@ class EncoderFamily:
                               lambda q, k, v: np.concatenate([q.T, k.T, v.T], axis=1))
         b_qkv = self.combined(f"{key}attention.qkv.bias", (3 * h,), [key + n[p] + ".bias" for p in "qkv"],
                               lambda q, k, v: np.concatenate([q, k, v]))
+        return w_qkv, b_qkv
+
+    def _fused_attention(self, x: str, mask: str, key: str, path: str) -> str:
+        #  x ─ MatMul(Wqkv) ─ Split ─ MultiHeadAttention(+bqkv, mask) ─►
+        s, g = self.spec, self.g
+        w_qkv, b_qkv = self.packed_qkv(key)
         # The QKV projection stays a plain MatMul so quantization can treat its input's outlier channels.
         qkv = g.node("MatMul", [x, w_qkv], f"{path}/attention/qkv/MatMul")
         q, k, v = g.node("Split", [qkv], f"{path}/attention/qkv/Split", outputs=3, axis=-1)

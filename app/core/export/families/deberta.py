@@ -253,16 +253,9 @@ class DebertaV2(EncoderFamily):
     def _fused_relative_attention(self, x: str, mask: str, key: str, path: str) -> str:
         #  x ─ MatMul(Wqkv) ─ Add(bqkv) ─ Split ─ q, k, v ─ MultiHeadAttention(scale 1/√(d·sf), bias = rel + mask) ─►
         #                                          q, k ─ heads ─ c2p + p2c ─ Add(mask) ─┘
-        s, g, n = self.spec, self.g, self.layer_names
-        h = s.hidden_size
+        s, g = self.spec, self.g
         a = f"{path}/attention"
-        parts = [key + n[p] + ".weight" for p in "qkv"]
-        for p in parts:
-            self._check_shape(p, (h, h))
-        w_qkv = self.combined(f"{key}attention.qkv.weight", (h, 3 * h), parts,
-                              lambda q, k, v: np.concatenate([q.T, k.T, v.T], axis=1))
-        b_qkv = self.combined(f"{key}attention.qkv.bias", (3 * h,), [key + n[p] + ".bias" for p in "qkv"],
-                              lambda q, k, v: np.concatenate([q, k, v]))
+        w_qkv, b_qkv = self.packed_qkv(key)
         qkv = g.node("Add", [g.node("MatMul", [x, w_qkv], f"{a}/qkv/MatMul"), b_qkv], f"{a}/qkv/Add")
         q, k, v = g.node("Split", [qkv], f"{a}/qkv/Split", outputs=3, axis=-1)
         bias = self._relative_bias(self._heads(q, f"{a}/q", [0, 2, 1, 3]), self._heads(k, f"{a}/k", [0, 2, 3, 1]),
