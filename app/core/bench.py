@@ -82,8 +82,7 @@ def quantized_kernels(onnx_path: Path) -> dict[str, int]:
     from app.core.onnxfile import read_model  # onnx: not in the spawned load-time children
     from app.core.precisions import INT8_OPS
 
-    # and the activation quantizer in front of QAttention, and the 8-bit embedding tables' reader
-    quantized = {*INT8_OPS, "DynamicQuantizeLinear", "GatherBlockQuantized"}
+    quantized = {*INT8_OPS, "DynamicQuantizeLinear"}  # and the activation quantizer in front of QAttention
     counts = Counter(n.op_type for n in read_model(onnx_path)[0].graph.node if n.op_type in quantized)
     return dict(counts.most_common())
 

@@ -15,7 +15,8 @@ from pathlib import Path
 INT8_OPS = {"DynamicQuantizeMatMul": "matrix product, 8-bit weights and activations",
             "MatMulInteger": "matrix product in 8-bit integers",
             "MatMulNBits": "matrix product with 8-bit weights",
-            "QAttention": "query/key/value product in 8-bit integers, then attention in full precision"}
+            "QAttention": "query/key/value product in 8-bit integers, then attention in full precision",
+            "GatherBlockQuantized": "embedding table stored in 8 bits, one scale per row"}
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def node_precisions(int8_onnx: Path, quantization: dict) -> list[NodePrecision]:
     for n in model.graph.node:
         if n.op_type in INT8_OPS:
             rows.append(NodePrecision(n.name, n.op_type, "INT8", INT8_OPS[n.op_type]))
-        elif n.op_type in ("Gather", "GatherBlockQuantized") and n.name.endswith("/Gather_q"):
+        elif n.op_type == "Gather" and n.name.endswith("/Gather_q"):  # the int8 table a tied LM head also reads
             rows.append(NodePrecision(n.name, n.op_type, "INT8", "embedding table stored in 8 bits, one scale per row"))
         elif n.op_type == "MatMul":
             if n.name in kept:

@@ -116,22 +116,21 @@ def rewrite(model: Model, config: QuantizeConfig, calibration: Calibration,
             # where those four cost MiniLM 1.5% of a 16-token call:
             #  ids ─ GatherBlockQuantized(uint8 table, row scales) ─►
             name, p = n.input[0], n.name.rsplit("/", 1)[0] + "/int8"
-            if name in head_tables:
-                if name not in quantized_tables:
-                    _add_table(model, name, 63 if exact else 127, np.int8)
+            tied = name in head_tables
+            if name not in quantized_tables:
+                _add_table(model, name, 63 if tied and exact else 127, np.int8 if tied else np.uint8)
+                quantized_tables.add(name)
+            if tied:
                 nodes += [helper.make_node("Gather", [name + ".int8", n.input[1]], [p + "/q"], name=p + "/Gather_q"),
                           helper.make_node("Cast", [p + "/q"], [p + "/qf"], name=p + "/Cast", to=1),
                           helper.make_node("Gather", [name + ".scale", n.input[1]], [p + "/s"],
                                            name=p + "/Gather_scale"),
                           helper.make_node("Mul", [p + "/qf", p + "/s"], [n.output[0]], name=p + "/Mul")]
             else:
-                if name not in quantized_tables:
-                    _add_table(model, name, 127, np.uint8)
                 nodes.append(helper.make_node("GatherBlockQuantized", [name + ".uint8", n.input[1], name + ".scale"],
                                               list(n.output), name=p + "/Gather_q", domain="com.microsoft",
                                               gather_axis=0, quantize_axis=1, bits=8,
                                               block_size=max(16, 1 << (model.shape(name)[1] - 1).bit_length())))
-            quantized_tables.add(name)
             continue
         if n.op_type == "Transpose" and n.input[0] in quantized_tables:  # a tied LM head reads the int8 table
             tied_heads[n.output[0]] = n.input[0]
