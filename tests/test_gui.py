@@ -336,6 +336,8 @@ def test_try_it_shows_each_task_in_its_own_view(window):
 def test_entities_view_marks_what_only_one_model_finds(window):
     from types import SimpleNamespace
 
+    from PySide6.QtGui import QTextCursor
+
     from app.core.tasks.base import PredictRequest
 
     text = "Ana Torres works in Lisbon."
@@ -346,6 +348,12 @@ def test_entities_view_marks_what_only_one_model_finds(window):
     assert "differ on 1 entities" in view.status.text()
     assert view.table.rowCount() == 2 and view.table.item(1, 4).text() == "only FP32"
     assert "Lisbon" in view.views["fp32"].toPlainText() and "PER" in view.views["int8"].toPlainText()
+    cursor = QTextCursor(view.views["fp32"].document())  # what Qt draws: CSS borders on inline text are dropped
+    underlined = {}
+    for word in ("Ana", "Lisbon"):
+        cursor.setPosition(view.views["fp32"].toPlainText().index(word) + 1)
+        underlined[word] = cursor.charFormat().fontUnderline()
+    assert underlined == {"Ana": False, "Lisbon": True}
     view.show_results(PredictRequest(texts=(text,)), [[ana]], [[ana]])
     assert "same 1 entities" in view.status.text()
 

@@ -40,16 +40,18 @@ def entity_type(label: str) -> str:
 
 def highlight_entities(text: str, entities, colors: dict[str, str], different: set[tuple]) -> str:
     """The text as HTML with each entity marked in its type's colour and labelled; `different` spans
-    (label, start, end) that the other model does not find are outlined in red."""
+    (label, start, end) that the other model does not find are underlined, in red (Qt's rich text draws no border
+    around inline text)."""
     out, pos = [], 0
     for e in sorted(entities, key=lambda e: e.start):
         if e.start < pos:  # overlapping (aggregation "none" on sub-words): show the first
             continue
         kind = entity_type(e.label)
         color = colors.setdefault(kind, ENTITY_COLORS[len(colors) % len(ENTITY_COLORS)])
-        outline = f"border: 2px solid {DIFFERENT}; " if (e.label, e.start, e.end) in different else ""
+        only_here = (e.label, e.start, e.end) in different
+        mark = f"color:{DIFFERENT}; text-decoration: underline; " if only_here else "color:#111; "
         out.append(html.escape(text[pos:e.start]))
-        out.append(f"<span style='background:{color}; color:#111; {outline}'>{html.escape(text[e.start:e.end])}"
+        out.append(f"<span style='background:{color}; {mark}'>{html.escape(text[e.start:e.end])}"
                    f"<span style='font-size:8pt; font-weight:600'> {html.escape(kind)}</span></span>")
         pos = e.end
     out.append(html.escape(text[pos:]))
@@ -169,7 +171,7 @@ class EntitiesView(QWidget):
         colors: dict[str, str] = {}
         kinds = sorted({entity_type(e.label) for e in [*a, *(b or [])]})
         legend = [f"{k}: {TYPE_WORDS.get(k, k)}" for k in kinds]
-        self.legend.setText(" · ".join(legend + (["outlined in red: found by one model only"] if b is not None else [])))
+        self.legend.setText(" · ".join(legend + (["underlined in red: found by one model only"] if b is not None else [])))
         self.views["fp32"].setHtml(highlight_entities(text, a, colors, only["fp32"]))
         if b is None:
             self.views["int8"].setHtml("<p>INT8 was not kept for this model (the accuracy guard kept FP32).</p>")
@@ -194,7 +196,7 @@ class EntitiesView(QWidget):
         elif not only["fp32"] and not only["int8"]:
             self.status.setText(f"Both models find the same {len(a)} entities.")
         else:
-            self.status.setText(f"The models differ on {len(only['fp32'] | only['int8'])} entities (outlined in red).")
+            self.status.setText(f"The models differ on {len(only['fp32'] | only['int8'])} entities (underlined in red).")
 
 
 class SearchView(QWidget):
