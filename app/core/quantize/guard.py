@@ -124,9 +124,9 @@ def for_this_cpu(base: QuantizeConfig, saturating: bool | None = None) -> Quanti
     return replace(base, weight_type="uint8") if saturating else base
 
 
-def keep_fp32_ladder(order: list[str], base: QuantizeConfig | None = None) -> list[QuantizeConfig]:
-    """The last resort, slower rungs: ever more of the most sensitive nodes (`order`) entirely in FP32, on the
-    default settings with a zero point per weight column (uint8 weights where u8×s8 saturates, else int8).
+def keep_fp32_base() -> QuantizeConfig:
+    """The settings of the last-resort rungs besides the nodes they keep in FP32, also those the nodes are ranked
+    with: the defaults with a zero point per weight column (uint8 weights where u8×s8 saturates, else int8).
 
     A zero point costs nothing measurable where u8×s8 is exact (VNNI, AMX: the sums are int32) and puts each
     column's [min, max] on all 255 levels. Only models the symmetric rungs fail get it: minilm-conll's entities
@@ -134,7 +134,13 @@ def keep_fp32_ladder(order: list[str], base: QuantizeConfig | None = None) -> li
     which near-ties flip the other way (minilm-sst2 held out 99.70 → 99.35%, all-MiniLM-L6-v2's top-1 97.71 →
     97.26%).
     """
-    base = base or for_this_cpu(QuantizeConfig(symmetric=False))
+    return for_this_cpu(QuantizeConfig(symmetric=False))
+
+
+def keep_fp32_ladder(order: list[str]) -> list[QuantizeConfig]:
+    """The last resort, slower rungs: ever more of the most sensitive nodes (`order`) entirely in FP32, on
+    `keep_fp32_base()`."""
+    base = keep_fp32_base()
     ladder = []
     for k in (1, 2, 3, 4, 6, 8, 12, 16, 24):
         if k > max(1, len(order) // 3):
@@ -200,7 +206,7 @@ def quantize_model(fp32_path: Path, out_path: Path, calibration: Calibration, *,
 
         size = first_passing([force] if force else candidate_ladder())
         if size is None and not force:  # the last resort; the sensitivity ranking is costly, so only now
-            ranked = sensitivity(base, calibration, QuantizeConfig())
+            ranked = sensitivity(base, calibration, keep_fp32_base())  # with the weights the rungs will have
             size = first_passing(keep_fp32_ladder([name for name, _ in ranked if name not in head]))
         chosen = candidates[-1] if size is not None else None
         if size is not None:
