@@ -171,7 +171,9 @@ class EntitiesView(QWidget):
         colors: dict[str, str] = {}
         kinds = sorted({entity_type(e.label) for e in [*a, *(b or [])]})
         legend = [f"{k}: {TYPE_WORDS.get(k, k)}" for k in kinds]
-        self.legend.setText(" · ".join(legend + (["underlined in red: found by one model only"] if b is not None else [])))
+        if b is not None:
+            legend.append("underlined in red: found by one model only")
+        self.legend.setText(" · ".join(legend))
         self.views["fp32"].setHtml(highlight_entities(text, a, colors, only["fp32"]))
         if b is None:
             self.views["int8"].setHtml("<p>INT8 was not kept for this model (the accuracy guard kept FP32).</p>")
@@ -196,7 +198,8 @@ class EntitiesView(QWidget):
         elif not only["fp32"] and not only["int8"]:
             self.status.setText(f"Both models find the same {len(a)} entities.")
         else:
-            self.status.setText(f"The models differ on {len(only['fp32'] | only['int8'])} entities (underlined in red).")
+            differ = len(only["fp32"] | only["int8"])
+            self.status.setText(f"The models differ on {differ} entities (underlined in red).")
 
 
 class SearchView(QWidget):
