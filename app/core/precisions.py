@@ -40,7 +40,7 @@ def node_precisions(int8_onnx: Path, quantization: dict) -> list[NodePrecision]:
         if n.op_type in INT8_OPS:
             rows.append(NodePrecision(n.name, n.op_type, "INT8", INT8_OPS[n.op_type]))
         elif n.op_type == "Gather" and n.name.endswith("/Gather_q"):  # the int8 table a tied LM head also reads
-            rows.append(NodePrecision(n.name, n.op_type, "INT8", "embedding table stored in 8 bits, one scale per row"))
+            rows.append(NodePrecision(n.name, n.op_type, "INT8", INT8_OPS["GatherBlockQuantized"]))
         elif n.op_type == "MatMul":
             if n.name in kept:
                 why = "kept by the accuracy guard: among the products INT8 changes most"
