@@ -200,6 +200,10 @@ def test_outlier_scaling_split_and_row_embeddings_are_exact_before_quantization(
     # The low ratios scale every LayerNorm-fed MatMul input and split the GELU-fed ones.
     restores = [n for n in model.nodes if n.op_type == "Mul" and n.name.endswith("/restore")]
     assert side and restores and len(treated) == len(side) + len(restores)
+    # A GELU zeroes its own outlier channels (bias -1e6 there) instead of a Mul by a 0/1 mask after it.
+    gelus = {n.output[0] for n in model.nodes if n.op_type == "BiasGelu"}
+    assert [n for n in model.nodes if n.name.endswith("/outliers/BiasGelu")]
+    assert not [n for n in model.nodes if n.op_type == "Mul" and n.input[0] in gelus]
     model.save(tmp_path / "rewritten.onnx")
     rewritten = Calibration(cal.feeds)
     collect(tmp_path / "rewritten.onnx", rewritten)
