@@ -87,6 +87,10 @@ class Model:
                 consumers.setdefault(i, []).append(n)
         return consumers
 
+    def producers(self) -> dict[str, object]:
+        """Tensor name → the node that writes it."""
+        return {o: n for n in self.nodes for o in n.output}
+
     def probe(self, folder: Path, outputs: list[str]) -> onnx.ModelProto:
         """This (unchanged) model with more outputs, its stored weights referenced where they lie in `folder`
         rather than copied: ONNX Runtime loads it from a small file in that folder."""

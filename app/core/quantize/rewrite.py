@@ -30,7 +30,7 @@ def _scale_through_layer_norms(model: Model, config: QuantizeConfig, calibration
     activation's per-tensor INT8 range is no longer set by a few channels. The residual and every other
     consumer get the LayerNorm's output back through one Mul by s.
     """
-    producers = {o: n for n in model.nodes for o in n.output}
+    producers = model.producers()
     consumers = model.consumers()
     scaled, restores = {}, {}
     for n in model.weighted_matmuls():
@@ -92,7 +92,7 @@ def rewrite(model: Model, config: QuantizeConfig, calibration: Calibration,
     head_tables = {n.input[0] for n in model.nodes if n.op_type == "Transpose" and n.input[0] in model.weights}
     exact = config.weight_type == "uint8" or config.reduce_range
     consumers = model.consumers()
-    producers = {o: n for n in model.nodes for o in n.output}
+    producers = model.producers()
     later: dict[int, list] = {}  # a node further on → what takes its place (a folded bias Add: nothing)
     for n in model.nodes:
         if id(n) in later:
@@ -185,9 +185,7 @@ def _split_outliers(model: Model, n, channels: list[int], consumers: dict, produ
                 helper.make_node(gelu.op_type, [p + "/h", p + "/bias"], [p + "/x"], name=p + "/" + gelu.op_type,
                                  domain=gelu.domain)]
     else:
-        keep = np.ones(model.shape(n.input[1])[0], np.float32)
-        keep[channels] = 0
-        model.add(keep, p + "/keep")
+        model.add(_with_values(np.ones(model.shape(n.input[1])[0], np.float32), channels, 0), p + "/keep")
         nodes = [helper.make_node("Mul", [x, p + "/keep"], [p + "/rest"], name=p + "/Mul"),
                  helper.make_node("MatMul", [p + "/rest", n.input[1]], [part], name=n.name)]
         side = [helper.make_node("Gather", [x, p + "/index"], [p + "/x"], name=p + "/Gather", axis=-1)]
