@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Iterator, Literal
 
 from app.core.errors import InputError
 from app.core.progress import ProgressFn, check_cancel, report
@@ -165,31 +165,33 @@ def _field(value, path: Path, line: int, column: str, *, allow_empty: bool = Fal
     return text
 
 
-def _load_delimited(path: Path, text: str, delimiter: str, text_column, pair_column, label_column):
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL  # GLUE TSV quotes are literal
+def delimited_rows(path: Path, text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) for each non-blank row of a CSV or TSV text, where a row starts; TSV quotes are
+    literal, as in GLUE's files. A row the csv module cannot parse is an InputError naming the file and line."""
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise InputError(f"{path}: the file is empty.") from None
-    except csv.Error as e:
-        raise InputError(f"{path}, line 1: cannot be parsed ({e}).") from e
-    header = [h.strip() for h in header]
-    tcol, pcol, lcol = _columns(header, path, text_column, pair_column, label_column)
-    idx = {name: i for i, name in enumerate(header)}
-    examples = []
-    line = 1
     while True:
-        start = reader.line_num + 1
+        line = reader.line_num + 1
         try:
             row = next(reader)
         except StopIteration:
-            break
+            return
         except csv.Error as e:
-            raise InputError(f"{path}, line {start}: cannot be parsed ({e}).") from e
-        line = start
-        if not row or all(not c.strip() for c in row):
-            continue
+            raise InputError(f"{path}, line {line}: cannot be parsed ({e}).") from e
+        if any(c.strip() for c in row):
+            yield line, row
+
+
+def _load_delimited(path: Path, text: str, delimiter: str, text_column, pair_column, label_column):
+    rows = delimited_rows(path, text, delimiter)
+    first = next(rows, None)
+    if first is None:
+        raise InputError(f"{path}: the file is empty.")
+    header = [h.strip() for h in first[1]]
+    tcol, pcol, lcol = _columns(header, path, text_column, pair_column, label_column)
+    idx = {name: i for i, name in enumerate(header)}
+    examples = []
+    for line, row in rows:
         if len(row) != len(header):
             raise InputError(f"{path}, line {line}: {len(row)} fields, but the header has {len(header)} "
                              f"({', '.join(header)}). A stray {'tab' if delimiter == chr(9) else 'comma'} in the text?")

@@ -16,8 +16,6 @@ Scope:
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -31,7 +29,7 @@ import numpy as np
 
 from app.core.errors import InputError, InvalidModelError, UnsupportedModelError
 from app.core.eval import (MAX_DISAGREEMENTS, Disagreement, EvalResult, ModelEval, _check_runners, _read_text,
-                           json_lines)
+                           delimited_rows, json_lines)
 from app.core.export.families.base import BATCH, SEQ
 from app.core.progress import ProgressFn, check_cancel, report
 from app.core.tasks.base import PredictRequest, Task, cosine
@@ -361,11 +359,7 @@ def load_beir(folder: Path) -> RetrievalData:
               for k, (o, _) in docs.items()}
     queries = {k: o["text"] for k, (o, _) in _jsonl(folder / "queries.jsonl", ("text",)).items()}
     qrels: dict[str, dict[str, int]] = {}
-    reader = csv.reader(io.StringIO(_read_text(qrels_path), newline=""), delimiter="\t")
-    for row in reader:
-        n = reader.line_num
-        if not row or all(not c.strip() for c in row):
-            continue
+    for n, row in delimited_rows(qrels_path, _read_text(qrels_path), "\t"):
         if len(row) < 3:
             raise InputError(f"{qrels_path}, line {n}: expected query-id, corpus-id and score separated by tabs.")
         qid, did, score = (c.strip() for c in row[:3])
@@ -399,32 +393,20 @@ def load_sts(path: Path) -> StsData:
     path = Path(path)
     text = _read_text(path)
     tab = path.suffix.lower() in (".tsv", ".tab") or (path.suffix.lower() != ".csv" and "\t" in text.split("\n", 1)[0])
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if tab else ",",
-                        quoting=csv.QUOTE_NONE if tab else csv.QUOTE_MINIMAL)  # GLUE TSV quotes are literal
-    try:
-        header = [h.strip().lower() for h in next(reader)]
-    except StopIteration:
-        raise InputError(f"{path}: the file is empty.") from None
-    except csv.Error as e:
-        raise InputError(f"{path}, line 1: cannot be parsed ({e}).") from e
+    rows = delimited_rows(path, text, "\t" if tab else ",")
+    first = next(rows, None)
+    if first is None:
+        raise InputError(f"{path}: the file is empty.")
+    header = [h.strip().lower() for h in first[1]]
     columns = []
     for names in _STS_COLUMNS:
         found = [header.index(n) for n in names if n in header]
         if not found:
-            raise InputError(f"{path}, line 1: no {names[0]!r} column; the columns are {', '.join(header)}. "
-                             "An STS file needs sentence1, sentence2 and score.")
+            raise InputError(f"{path}, line {first[0]}: no {names[0]!r} column; the columns are "
+                             f"{', '.join(header)}. An STS file needs sentence1, sentence2 and score.")
         columns.append(found[0])
     pairs = []
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as e:
-            raise InputError(f"{path}, line {reader.line_num}: cannot be parsed ({e}).") from e
-        n = reader.line_num
-        if not row or all(not c.strip() for c in row):
-            continue
+    for n, row in rows:
         if len(row) <= max(columns):
             raise InputError(f"{path}, line {n}: {len(row)} fields, but the header has {len(header)}.")
         s1, s2, raw = (row[c] for c in columns)
