@@ -320,6 +320,8 @@ def test_load_beir(tmp_path):
      r"test.tsv, line 3: corpus-id 'd9' is not in corpus.jsonl"),
     (dict(qrels=["query-id\tcorpus-id\tscore", "q7\td1\t1"]), r"test.tsv, line 2: query-id 'q7' is not in"),
     (dict(qrels=["query-id\tcorpus-id\tscore", "q1\td1\thigh"]), r"test.tsv, line 2, field 'score': 'high' is not an"),
+    (dict(qrels=["query-id\tcorpus-id\tscore", 'q1\t"d1\t1', "q2\td2\t1"]),  # a quote is literal in TSV
+     r"test.tsv, line 2: corpus-id '\"d1' is not in corpus.jsonl"),
     (dict(corpus=[{"_id": "d1", "text": "ok"}, '{"_id": "d2", "text": "broken'.replace("\n", "")]),
      r"corpus.jsonl, line 2, column \d+: malformed JSON"),
     (dict(corpus=[{"_id": "d1", "text": "ok"}, {"title": "no id", "text": "x"}]), r"corpus.jsonl, line 2, field '_id'"),
