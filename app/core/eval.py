@@ -182,12 +182,19 @@ def delimited_rows(path: Path, text: str, delimiter: str) -> Iterator[tuple[int,
             yield line, row
 
 
-def _load_delimited(path: Path, text: str, delimiter: str, text_column, pair_column, label_column):
+def delimited_table(path: Path, text: str,
+                    delimiter: str) -> tuple[int, list[str], Iterator[tuple[int, list[str]]]]:
+    """(header line number, stripped header fields, the rows after it) of a CSV or TSV text with a header row; a
+    file without one is an InputError."""
     rows = delimited_rows(path, text, delimiter)
     first = next(rows, None)
     if first is None:
         raise InputError(f"{path}: the file is empty.")
-    header = [h.strip() for h in first[1]]
+    return first[0], [h.strip() for h in first[1]], rows
+
+
+def _load_delimited(path: Path, text: str, delimiter: str, text_column, pair_column, label_column):
+    _, header, rows = delimited_table(path, text, delimiter)
     tcol, pcol, lcol = _columns(header, path, text_column, pair_column, label_column)
     idx = {name: i for i, name in enumerate(header)}
     examples = []

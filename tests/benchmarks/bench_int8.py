@@ -673,11 +673,11 @@ def main() -> None:
             f"int8 TOPS (ours INT8 {lat[s][ours][0] / lat[s][floor][0]:.2f}x)" for s in args.shapes))
 
     print(f"\n{'model':<20} {'file MB':>8} {'session MB':>11} {'after 1 run MB':>15}")
+    session_mb = {name: statistics.median(m["session_mb"] for m in mem[name]) for name in models if mem[name]}
     for name in models:
         if args.mem_runs:
-            s = statistics.median(m["session_mb"] for m in mem[name])
             a = statistics.median(m["after_run_mb"] for m in mem[name])
-            print(f"{name:<20} {sizes[name] / 1e6:>8.1f} {s:>11.0f} {a:>15.0f}")
+            print(f"{name:<20} {sizes[name] / 1e6:>8.1f} {session_mb[name]:>11.0f} {a:>15.0f}")
         else:
             print(f"{name:<20} {sizes[name] / 1e6:>8.1f} {'(--mem-runs 0)':>27}")
     if conv["ours"]:
@@ -733,9 +733,8 @@ def main() -> None:
     print("sizes, memory, convert")
     ratio("INT8 file / FP32 file", sizes["ours INT8"] / sizes["ours fused FP32"], 0.26, higher=False)
     if args.mem_runs:
-        s_fp32 = statistics.median(m["session_mb"] for m in mem["ours fused FP32"])
-        s_int8 = statistics.median(m["session_mb"] for m in mem["ours INT8"])
-        ratio("INT8 session memory / FP32 session memory", s_int8 / s_fp32, 0.35, higher=False)
+        ratio("INT8 session memory / FP32 session memory", session_mb["ours INT8"] / session_mb["ours fused FP32"],
+              0.35, higher=False)
     if conv["ours"]:
         ratio("convert peak RSS / FP32 model size", max(c[1] for c in conv["ours"]) * 2**20 / sizes["ours fused FP32"],
               2.0, higher=False)

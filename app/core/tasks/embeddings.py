@@ -29,7 +29,7 @@ import numpy as np
 
 from app.core.errors import InputError, InvalidModelError, UnsupportedModelError
 from app.core.eval import (MAX_DISAGREEMENTS, Disagreement, EvalResult, ModelEval, _check_runners, _read_text,
-                           delimited_rows, json_lines)
+                           delimited_rows, delimited_table, json_lines)
 from app.core.export.families.base import BATCH, SEQ
 from app.core.progress import ProgressFn, check_cancel, report
 from app.core.tasks.base import PredictRequest, Task, cosine
@@ -393,16 +393,13 @@ def load_sts(path: Path) -> StsData:
     path = Path(path)
     text = _read_text(path)
     tab = path.suffix.lower() in (".tsv", ".tab") or (path.suffix.lower() != ".csv" and "\t" in text.split("\n", 1)[0])
-    rows = delimited_rows(path, text, "\t" if tab else ",")
-    first = next(rows, None)
-    if first is None:
-        raise InputError(f"{path}: the file is empty.")
-    header = [h.strip().lower() for h in first[1]]
+    header_line, header, rows = delimited_table(path, text, "\t" if tab else ",")
+    header = [h.lower() for h in header]
     columns = []
     for names in _STS_COLUMNS:
         found = [header.index(n) for n in names if n in header]
         if not found:
-            raise InputError(f"{path}, line {first[0]}: no {names[0]!r} column; the columns are "
+            raise InputError(f"{path}, line {header_line}: no {names[0]!r} column; the columns are "
                              f"{', '.join(header)}. An STS file needs sentence1, sentence2 and score.")
         columns.append(found[0])
     pairs = []
